@@ -1,0 +1,117 @@
+"""Registry of long-tailed datasets: ``build_dataset``, ``list_datasets``, ``dataset_info``, ``verify_dataset``.
+
+A family file (``fashion_mnist.py``, ``cifar.py``, ``txt_split.py``) decorates a builder with
+``@register_dataset(name, info=..., verify=...)``. The builtin families are imported on first
+use, so ``import datasets`` stays cheap.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+if TYPE_CHECKING:  # real imports are deferred: they pull in torch
+    from .base import DatasetInfo, VerifyReport
+
+__all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "verify_dataset",
+           "default_transform", "DatasetInfo", "VerifyReport"]
+
+_BUILTINS = ("fashion_mnist", "cifar", "txt_split")
+_builtins_loaded = False
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: Callable[..., Any]
+    info: Optional["DatasetInfo"]
+    verify: Optional[Callable[..., "VerifyReport"]]
+
+
+_REGISTRY: Dict[str, _Entry] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy access to ``DatasetInfo`` / ``VerifyReport`` so that importing the package does not import torch."""
+    if name in ("DatasetInfo", "VerifyReport"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def register_dataset(name: str, info: Optional["DatasetInfo"] = None,
+                     verify: Optional[Callable[..., "VerifyReport"]] = None) -> Callable:
+    """Decorator registering ``builder(root, split, imbalance_factor, seed, transform, **kw)`` under ``name``.
+
+    ``info`` (a ``DatasetInfo``) is what the harness reads before loading; ``verify(root)`` backs
+    ``verify_dataset`` / ``python -m benchmark prepare``.
+    """
+
+    def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+            warnings.warn(f"dataset '{name}' is registered twice; {builder.__module__}.{builder.__qualname__} "
+                          f"replaces the earlier one", RuntimeWarning, stacklevel=2)
+        _REGISTRY[name] = _Entry(builder, info, verify)
+        return builder
+
+    return wrap
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        for mod in _BUILTINS:
+            importlib.import_module(f"{__name__}.{mod}")
+        _builtins_loaded = True
+
+
+def _entry(name: str) -> _Entry:
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    names = sorted(_REGISTRY)
+    lowered = {n.lower(): n for n in names}
+    close = [lowered[m] for m in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.6)]
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise KeyError(f"unknown dataset {name!r}; {hint}available: {', '.join(names)}")
+
+
+def list_datasets() -> List[str]:
+    """Names of all registered datasets, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def dataset_info(name: str) -> "DatasetInfo":
+    """The ``DatasetInfo`` of ``name`` (classes, channels, image size, mean/std, splits, default IF)."""
+    info = _entry(name).info
+    if info is None:
+        raise ValueError(f"dataset {name!r} was registered without a DatasetInfo (register_dataset(name, info=...))")
+    return info
+
+
+def build_dataset(name: str, root: Optional[Any] = None, split: str = "train", imbalance_factor: Optional[float] = None,
+                  seed: int = 0, transform: Optional[Callable] = None, **kw: Any) -> Any:
+    """Build split ``split`` of dataset ``name`` (train: long-tailed subset chosen by ``seed``; eval: untouched)."""
+    entry = _entry(name)
+    return entry.builder(root=root, split=split, imbalance_factor=imbalance_factor, seed=seed, transform=transform,
+                         **kw)
+
+
+def verify_dataset(name: str, root: Optional[Any] = None) -> "VerifyReport":
+    """Check the files of ``name`` under ``root`` (presence, counts, checksums, missing images): a ``VerifyReport``."""
+    entry = _entry(name)
+    if entry.verify is None:
+        from .base import VerifyReport as Report
+
+        return Report(ok=True, notes=[f"{name} has no verify step"], name=name, root=str(root or ""))
+    return entry.verify(root)
+
+
+def default_transform(name: str, train: bool) -> Callable:
+    """The standard-protocol torchvision transform of ``name`` producing normalised float tensors."""
+    from .transforms import transform_for
+
+    return transform_for(dataset_info(name), train)

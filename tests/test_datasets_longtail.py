@@ -1,0 +1,97 @@
+"""Long-tail helpers: exponential profile totals, seeded subsampling, shot groups, frequency thirds."""
+import math
+
+import numpy as np
+import pytest
+
+from datasets.longtail import (exponential_profile, frequency_thirds, shot_groups, subsample_per_class)
+
+PUBLISHED = [  # (n_max, classes, IF, total) from the LT-KD / LDAM literature
+    (5000, 10, 100, 12406), (5000, 10, 50, 13996), (5000, 10, 10, 20431),
+    (500, 100, 100, 10847), (500, 100, 50, 12608), (500, 100, 10, 19573),
+    (6000, 10, 100, 14886),
+]
+
+
+@pytest.mark.parametrize("n_max,classes,imb,total", PUBLISHED)
+def test_exponential_profile_published_totals(n_max, classes, imb, total):
+    counts = exponential_profile(n_max, classes, imb)
+    assert sum(counts) == total
+    assert counts[0] == n_max and counts[-1] == math.floor(n_max / imb)
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_exponential_profile_values_and_edges():
+    assert exponential_profile(5000, 10, 100) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert exponential_profile(500, 100, 1) == [500] * 100
+    assert exponential_profile(500, 100, 1.0) == [500] * 100
+    assert exponential_profile(7, 1, 100) == [7]
+
+
+@pytest.mark.parametrize("bad", [0.5, 0, -3, float("nan"), float("inf"), True, "100"])
+def test_exponential_profile_rejects_bad_imbalance(bad):
+    with pytest.raises(ValueError, match=r"imbalance_factor must be >= 1 \(1 = balanced\), got"):
+        exponential_profile(500, 100, bad)
+
+
+def test_imbalance_message_names_the_value():
+    with pytest.raises(ValueError) as err:
+        exponential_profile(500, 100, 0.5)
+    assert str(err.value) == "imbalance_factor must be >= 1 (1 = balanced), got 0.5"
+
+
+@pytest.fixture(scope="module")
+def ds_targets():
+    return np.random.default_rng(0).permutation(np.repeat(np.arange(5), 40))
+
+
+def test_subsample_counts_sorted_unique(ds_targets):
+    counts = [40, 20, 10, 5, 0]
+    idx = subsample_per_class(ds_targets, counts, seed=3)
+    assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0)
+    assert np.bincount(ds_targets[idx], minlength=5).tolist() == counts
+
+
+def test_subsample_seeded(ds_targets):
+    counts = [30, 20, 10, 5, 2]
+    a = subsample_per_class(ds_targets, counts, seed=0)
+    assert np.array_equal(a, subsample_per_class(ds_targets, counts, seed=0))
+    assert not np.array_equal(a, subsample_per_class(ds_targets, counts, seed=1))
+
+
+def test_subsample_nested_across_counts(ds_targets):
+    small = set(subsample_per_class(ds_targets, [20, 10, 5, 2, 1], seed=7).tolist())
+    large = set(subsample_per_class(ds_targets, [30, 20, 10, 5, 2], seed=7).tolist())
+    assert small < large
+
+
+def test_subsample_errors(ds_targets):
+    with pytest.raises(ValueError, match="class 0 has 40 samples, cannot draw 41"):
+        subsample_per_class(ds_targets, [41, 0, 0, 0, 0], seed=0)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        subsample_per_class(ds_targets, [1] * 5, seed=-1)
+
+
+def test_shot_groups_strict_boundaries():
+    counts = [101, 100, 20, 19, 500, 0, 1]
+    assert shot_groups(counts) == {"many": [0, 4], "medium": [1, 2], "few": [3, 5, 6]}
+    assert shot_groups([11, 10, 3, 2], many=10, few=3) == {"many": [0], "medium": [1, 2], "few": [3]}
+
+
+def test_shot_groups_literature_sizes():
+    groups = shot_groups(exponential_profile(500, 100, 100))
+    assert [len(groups[k]) for k in ("many", "medium", "few")] == [35, 35, 30]
+    assert shot_groups(exponential_profile(5000, 10, 100))["few"] == []  # CIFAR-10-LT: empty few group
+
+
+@pytest.mark.parametrize("n,sizes", [(10, (4, 3, 3)), (11, (4, 4, 3)), (12, (4, 4, 4)), (2, (1, 1, 0)), (1, (1, 0, 0))])
+def test_frequency_thirds_sizes(n, sizes):
+    thirds = frequency_thirds(exponential_profile(1000, n, 10))
+    assert tuple(len(thirds[k]) for k in ("head", "middle", "tail")) == sizes
+    assert sorted(sum(thirds.values(), [])) == list(range(n))
+
+
+def test_frequency_thirds_rank_and_ties():
+    # counts not sorted by class id; ties broken by class id (lower id ranks first)
+    counts = [5, 50, 5, 20, 50, 1]
+    assert frequency_thirds(counts) == {"head": [1, 4], "middle": [0, 3], "tail": [2, 5]}
