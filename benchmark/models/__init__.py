@@ -1,0 +1,24 @@
+"""The ltkd-bench model zoo: CIFAR-style networks of the KD literature, registered into timm.
+
+Importing this package (``import benchmark`` does) registers, one family per module:
+
+* ``cifar_resnet``: ``cifar_resnet8/14/20/32/44/56/110``, ``cifar_resnet8x4``, ``cifar_resnet32x4``
+* ``cifar_wrn``: ``cifar_wrn_16_1``, ``cifar_wrn_16_2``, ``cifar_wrn_40_1``, ``cifar_wrn_40_2``
+* ``cifar_vgg``: ``cifar_vgg8``, ``cifar_vgg11``, ``cifar_vgg13`` (with BN)
+* ``cifar_mobilenetv2``: ``cifar_mobilenetv2`` (CRD's ``mobile_half``)
+* ``cifar_shufflenet``: ``cifar_shufflenetv1``, ``cifar_shufflenetv2``
+* ``cifar_cnn``: ``cifar_cnn_tiny`` / ``cifar_cnn_small``, small fast convnets for the CPU suites
+
+so ``timm.create_model("cifar_resnet8x4", num_classes=100)`` works. All of them (and stock timm
+models) are used through :func:`forward_with_features`, which returns logits and pooled features.
+"""
+from __future__ import annotations
+
+from . import cifar_cnn, cifar_mobilenetv2, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401
+from ._common import CIFAR100_MEAN, CIFAR100_STD, CifarNet
+from .features import ZOO_MODULES, WithFeatures, create_model, feature_dim, forward_with_features, list_zoo
+
+__all__ = [
+    "forward_with_features", "feature_dim", "create_model", "list_zoo", "WithFeatures", "ZOO_MODULES",
+    "CifarNet", "CIFAR100_MEAN", "CIFAR100_STD",
+]

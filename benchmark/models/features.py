@@ -1,0 +1,130 @@
+"""Model-agnostic access to logits and pooled penultimate features, for our zoo and stock timm models.
+
+Everything goes through timm's standard API (``forward_features`` / ``forward_head(pre_logits=True)``
+/ ``get_classifier``), so the harness and the methods never need a model-specific forward.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, List, Tuple
+
+import timm
+import torch
+import torch.nn as nn
+
+__all__ = ["forward_with_features", "feature_dim", "create_model", "list_zoo", "WithFeatures", "ZOO_MODULES"]
+
+# modules (last component of the module name, as timm records it) that make up our zoo
+ZOO_MODULES = ("cifar_cnn", "cifar_resnet", "cifar_wrn", "cifar_vgg", "cifar_mobilenetv2", "cifar_shufflenet")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Look through DDP / DataParallel / torch.compile wrappers for the timm API."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _logits_and_features(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    fmap = model.forward_features(x)
+    feats = model.forward_head(fmap, pre_logits=True)
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(classifier, nn.Identity):  # num_classes=0: model(x) returns the features
+        logits = feats
+    elif isinstance(classifier, nn.Module):
+        logits = classifier(feats)
+    else:  # no single classifier module (e.g. distilled ViTs' two heads): let the model combine them
+        logits = model.forward_head(fmap)
+    if feats.ndim > 2:  # heads whose pre-logits keep singleton spatial dims
+        feats = feats.flatten(1)
+    return logits, feats
+
+
+class WithFeatures(nn.Module):
+    """Wrap a model so that ``forward(x)`` returns ``(logits, features)``.
+
+    Wrap *this* in DistributedDataParallel or ``torch.compile`` when training with feature losses, so
+    the wrapper's own forward (DDP's gradient-sync bookkeeping, the compiled graph) covers both outputs.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return _logits_and_features(self.model, x)
+
+
+def forward_with_features(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(logits, features)``: features = ``forward_head(forward_features(x), pre_logits=True)``
+    (B, feature_dim(model)) and logits = ``get_classifier()(features)``, i.e. ``model(x)`` in one pass.
+
+    Works for the zoo and stock timm models. With ``num_classes=0`` the classifier is an Identity and
+    the logits are the features (as ``model(x)`` returns then). A :class:`WithFeatures` model (possibly
+    inside DDP / ``torch.compile``) is simply called. Other models are looked through
+    DataParallel / ``torch.compile`` wrappers (their eager forward runs); a DDP-wrapped plain model is
+    refused while gradients are enabled, because bypassing DDP's forward breaks gradient syncing.
+    """
+    base = _unwrap(model)
+    if isinstance(base, WithFeatures):
+        return model(x)
+    if isinstance(model, nn.parallel.DistributedDataParallel) and torch.is_grad_enabled():
+        raise TypeError("forward_with_features: wrap the model as DDP(WithFeatures(model)) to train with "
+                        "features under DistributedDataParallel")
+    return _logits_and_features(base, x)
+
+
+def feature_dim(model: nn.Module) -> int:
+    """Width of the pooled features that :func:`forward_with_features` returns.
+
+    timm models whose head has layers after the pooling (e.g. MobileNetV3's 1280-wide conv head)
+    record that pre-logits width as ``head_hidden_size``; otherwise it is ``num_features``.
+    """
+    base = _unwrap(model)
+    if isinstance(base, WithFeatures):
+        base = base.model
+    for attr in ("head_hidden_size", "num_features"):
+        value = getattr(base, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise AttributeError(f"{type(base).__name__} exposes neither head_hidden_size nor num_features")
+
+
+def list_zoo() -> List[str]:
+    """Names of the models the ltkd-bench zoo registers into timm, sorted."""
+    names = set()
+    for module in ZOO_MODULES:
+        names.update(timm.list_models(module=module))
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> list:
+    """'cifar_resnet8' < 'cifar_resnet20' < 'cifar_resnet110' (numbers compare as numbers)."""
+    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", name) if tok]
+
+
+# model sources that timm resolves itself (Hugging Face Hub, a local folder)
+_SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, num_classes=..., in_chans=..., **kwargs)``.
+
+    An unknown name raises a one-line ``ValueError`` naming close matches among ``timm.list_models()``
+    (e.g. ``'cifar_resnet8x3'`` -> ``'cifar_resnet8x4'``) instead of timm's bare ``RuntimeError``.
+    """
+    if not isinstance(name, str) or not (name.startswith(_SOURCE_PREFIXES) or timm.is_model(name)):
+        raise ValueError(_unknown_model_message(name))
+    return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _unknown_model_message(name: Any) -> str:
+    candidates = timm.list_models()
+    close = difflib.get_close_matches(str(name), candidates, n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() or benchmark.models.list_zoo()"
+    return f"unknown model {name!r}{hint}"
