@@ -1,0 +1,183 @@
+"""``python -m benchmark speed``: images/s of one KD training step three ways, in one process.
+
+(a) ltkd-bench's path: uint8 data resident on the device, batched crop/flip, channels_last, bf16
+    autocast and fused SGD on CUDA, no host sync per step, teacher under ``inference_mode``;
+(b) the usual eager pipeline: torchvision transforms on PIL images in a DataLoader, fp32, teacher in
+    ``no_grad``, ``loss.item()`` logged every step (how most KD codebases are written);
+(c) the compute bound: (a)'s forward/backward/step on one batch already on the device.
+Data are synthetic CIFAR-shaped tensors (throughput does not depend on pixel values).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["measure", "main"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _models(teacher: str, student: str, num_classes: int, in_chans: int, device: torch.device,
+            channels_last: bool):
+    from .models import create_model
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    t = create_model(teacher, num_classes=num_classes, in_chans=in_chans).to(device, memory_format=fmt).eval()
+    s = create_model(student, num_classes=num_classes, in_chans=in_chans).to(device, memory_format=fmt).train()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t, s
+
+
+def _kd(student: nn.Module, teacher: nn.Module, num_classes: int, device: torch.device):
+    import methods
+
+    from .models import feature_dim
+
+    ctx = methods.MethodContext(class_counts=[100] * num_classes, student_dim=feature_dim(student),
+                                teacher_dim=feature_dim(teacher))
+    return methods.create_method("kd", ctx).to(device)
+
+
+def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", image_size: int = 28,
+            in_chans: int = 1, num_classes: int = 10, batch_size: int = 64, steps: int = 100,
+            device: str | torch.device = "cpu", workers: Optional[int] = None, n_images: int = 4096,
+            warmup: int = 10) -> Dict[str, Any]:
+    """Images/s of paths (a), (b), (c) and the ratios a/b and a/c."""
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+    from PIL import Image
+
+    from .data import TensorData
+    from .train import DistillStep
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    amp = torch.bfloat16 if cuda else None
+    rng = np.random.default_rng(0)
+    shape = (n_images, image_size, image_size) + ((in_chans,) if in_chans > 1 else ())
+    raw = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    labels = rng.integers(0, num_classes, size=n_images)
+    mean, std = (0.5,) * in_chans, (0.25,) * in_chans
+    pad = 4 if image_size >= 32 else 2
+    out: Dict[str, Any] = {"teacher": teacher, "student": student, "batch_size": batch_size, "steps": steps,
+                           "input": f"{in_chans}x{image_size}x{image_size}", "device": str(device),
+                           "data": "synthetic CIFAR-shaped uint8 tensors (throughput does not depend on pixels)",
+                           "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+    # (a) ltkd-bench: device-resident data + DistillStep as the harness runs it
+    t, s = _models(teacher, student, num_classes, in_chans, device, channels_last=True)
+    method = _kd(s, t, num_classes, device)
+    step_mod = DistillStep(s, method, t)
+    opt = torch.optim.SGD(list(s.parameters()) + list(method.parameters()), lr=0.05, momentum=0.9,
+                          weight_decay=5e-4, **({"fused": True} if cuda else {"foreach": True}))
+    images = torch.from_numpy(raw).view(n_images, image_size, image_size, in_chans).permute(0, 3, 1, 2)
+    data = TensorData(images, torch.from_numpy(labels), mean, std, device, padding=pad)
+    state = {"it": iter(()), "epoch": 0}
+
+    def batch_a():
+        try:
+            return next(state["it"])
+        except StopIteration:
+            state["epoch"] += 1
+            state["it"] = data.train_batches(batch_size, seed=0, epoch=state["epoch"])
+            return next(state["it"])
+
+    def train_step(x, y):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            terms, _ = step_mod(x, y, 1)
+        loss = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def step_a():
+        train_step(*batch_a())
+
+    out["a_ltkd_ips"] = steps * batch_size / _timed(step_a, steps, warmup, device)
+
+    # (c) compute bound: the same step on one batch already on the device
+    xc, yc = batch_a()
+    out["c_compute_ips"] = steps * batch_size / _timed(lambda: train_step(xc, yc), steps, warmup, device)
+
+    # (b) the usual pipeline: PIL + torchvision transforms + DataLoader, fp32, no_grad teacher, .item() per step
+    t2, s2 = _models(teacher, student, num_classes, in_chans, device, channels_last=False)
+    opt2 = torch.optim.SGD(s2.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    tf = transforms.Compose([transforms.RandomCrop(image_size, padding=pad), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+    class PILSet(Dataset):
+        def __len__(self) -> int:
+            return n_images
+
+        def __getitem__(self, i: int):
+            return tf(Image.fromarray(raw[i])), int(labels[i])
+
+    nw = workers if workers is not None else min(8, max(1, (os.cpu_count() or 2) // 2))
+    loader = DataLoader(PILSet(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=nw,
+                        pin_memory=cuda, persistent_workers=nw > 0)
+    from methods.kd import kd_loss
+
+    st = {"it": iter(loader), "log": 0.0}
+
+    def step_b():
+        try:
+            x, y = next(st["it"])
+        except StopIteration:
+            st["it"] = iter(loader)
+            x, y = next(st["it"])
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad():
+            zt = t2(x)
+        zs = s2(x)
+        loss = 0.1 * nn.functional.cross_entropy(zs, y) + 0.9 * kd_loss(zs, zt, 4.0)
+        opt2.zero_grad()
+        loss.backward()
+        opt2.step()
+        st["log"] += loss.item()
+
+    out["b_eager_ips"] = steps * batch_size / _timed(step_b, steps, warmup, device)
+    out["b_workers"] = nw
+    out["a_over_b"] = out["a_ltkd_ips"] / out["b_eager_ips"]
+    out["a_over_c"] = out["a_ltkd_ips"] / out["c_compute_ips"]
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    res = measure(args.teacher, args.student, args.image_size, args.in_chans, args.num_classes, args.batch_size,
+                  args.steps, device)
+    print(f"KD step {res['teacher']} -> {res['student']}, input {res['input']}, batch {res['batch_size']}, "
+          f"{res['steps']} timed steps on {res['device']} (torch {res['torch']}, {res['threads']} threads)")
+    print(f"data: {res['data']}")
+    print(f"  (a) ltkd-bench path         {res['a_ltkd_ips']:10.0f} img/s")
+    print(f"  (b) usual eager pipeline    {res['b_eager_ips']:10.0f} img/s  (DataLoader, {res['b_workers']} workers)")
+    print(f"  (c) compute bound           {res['c_compute_ips']:10.0f} img/s")
+    print(f"  a/b = {res['a_over_b']:.2f}x   a/c = {res['a_over_c']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+    return 0

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny suites that train in seconds on Fashion-MNIST-LT (real data, offline)."""
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY_SUITE = """
+name: tiny
+description: "test suite: 1 epoch, tiny CNNs"
+datasets:
+  - name: fmnist-lt
+    imbalance_factors: [100]
+    options: {{n_max: 600}}  # 1,485 training images: seconds per run
+pairs:
+  - {{teacher: cifar_cnn_tiny, student: cifar_cnn_tiny}}
+methods: {methods}
+seeds: [0]
+deterministic: true
+plugins: {plugins}
+teacher_train: &r
+  epochs: {epochs}
+  batch_size: 64
+  lr: 0.05
+  schedule: cosine
+  augment: flip
+  eval_every: 1
+  eval_batch_size: 2000
+student_train: *r
+"""
+
+
+@pytest.fixture
+def write_suite(tmp_path):
+    """Write a tiny suite YAML (methods, epochs and plugins adjustable) and return its path."""
+
+    def _write(methods=("ce", "kd"), epochs=1, plugins=(), name="tiny.yaml", extra=""):
+        path = tmp_path / name
+        text = TINY_SUITE.format(methods="[" + ", ".join(methods) + "]", epochs=epochs,
+                                 plugins="[" + ", ".join(plugins) + "]")
+        path.write_text(text + textwrap.dedent(extra))
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def cli_env():
+    """Environment for `python -m benchmark` subprocesses: the repo importable, no tqdm noise."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(args, env, cwd, timeout=600):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)

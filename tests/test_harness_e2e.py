@@ -1,0 +1,184 @@
+"""End-to-end harness: the CLI on a tiny suite, resume after a kill, NaN runs, concurrent writers, check."""
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+RECORD_FIELDS = {"run_id", "status", "role", "config", "method", "method_params", "seed", "dataset",
+                 "imbalance_factor", "class_counts", "teacher_arch", "student_arch", "final", "best", "wall_time_s",
+                 "images_per_s", "device", "torch", "timm", "git_commit", "history", "recipe"}
+
+
+def test_cli_run_writes_records_tables_and_plot(tmp_path, write_suite, cli_env):
+    suite = write_suite(methods=("ce", "kd"))
+    out = tmp_path / "res"
+    proc = run_cli(["run", "--suite", str(suite), "--out", str(out), "--no-progress"], cli_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    assert len(records) == 3  # teacher + 2 students
+    assert {r["role"] for r in records} == {"teacher", "student"}
+    for rec in records:
+        assert RECORD_FIELDS <= set(rec), RECORD_FIELDS - set(rec)
+        assert rec["status"] == "ok"
+        assert len(rec["final"]["per_class_acc"]) == 10
+        assert rec["class_counts"] == [600, 359, 215, 129, 77, 46, 27, 16, 10, 6]
+        assert 0 <= rec["final"]["overall"] <= 100
+        assert rec["final"]["group_sizes"] == {"many": 4, "medium": 3, "few": 3, "head": 4, "middle": 3, "tail": 3}
+        assert rec["final"]["empty_groups"] == []
+    md = (out / "leaderboard.md").read_text()
+    assert "teacher (ce)" in md and "| kd" in md and "| ce" in md
+    assert "many (4 cls)" in md and "few (3 cls)" in md and "n_max=600" in md
+    csv = (out / "leaderboard.csv").read_text().splitlines()
+    assert len(csv) == 4 and csv[0].startswith("dataset,imbalance_factor")
+    assert list((out / "plots").glob("*.png"))
+    assert (out / "checkpoints" / "teachers").is_dir()
+    # a second invocation skips everything
+    again = run_cli(["run", "--suite", str(suite), "--out", str(out), "--no-progress"], cli_env, tmp_path)
+    assert again.returncode == 0
+    assert "0 ran, 3 skipped" in again.stdout
+
+
+def _runner(suite_path, out):
+    from benchmark.config import load_suite
+    from benchmark.runner import GridRunner
+
+    cfg = load_suite(str(suite_path))
+    return cfg, GridRunner(cfg, out, torch.device("cpu"), progress=False, log=lambda m: None)
+
+
+def test_resume_after_kill_gives_the_same_record(tmp_path, write_suite):
+    from benchmark.runner import expand_grid
+    from benchmark.train import RunInterrupted
+
+    suite = write_suite(methods=("kd",), epochs=2)
+    cfg, full = _runner(suite, tmp_path / "full")
+    teacher_spec, kd_spec = expand_grid(cfg)
+    rec_full = full.run(kd_spec)
+
+    _, killed = _runner(suite, tmp_path / "killed")
+    killed.run(teacher_spec)
+    with pytest.raises(RunInterrupted):
+        killed.run(kd_spec, stop_after_steps=30)  # epoch 2, mid-epoch (1485 // 64 = 23 steps per epoch)
+    ckpt = killed.store.checkpoint_path(kd_spec.run_id)
+    assert ckpt.exists() and torch.load(ckpt, weights_only=False)["epoch"] == 2
+    assert killed.store.load(kd_spec.run_id) is None
+    rec_resumed = killed.run(kd_spec)
+    assert rec_resumed["resumed_from"] == {"epoch": 2, "step": 7}
+    assert rec_resumed["final"]["per_class_acc"] == rec_full["final"]["per_class_acc"]
+    assert [h["loss"] for h in rec_resumed["history"]] == pytest.approx([h["loss"] for h in rec_full["history"]],
+                                                                        rel=1e-6)
+    assert not ckpt.exists()  # the record replaces the checkpoint
+
+
+def test_nan_run_is_recorded_as_failed_and_grid_goes_on(tmp_path, write_suite, cli_env):
+    plugin = tmp_path / "nan_plugin.py"
+    plugin.write_text(
+        "import torch\n"
+        "from methods import Method, register_method\n\n"
+        "@register_method('nan_loss')\n"
+        "class NanLoss(Method):\n"
+        "    requires_teacher = False\n"
+        "    def forward(self, student, teacher, target, epoch):\n"
+        "        return {'bad': student.logits.sum() * float('nan')}\n")
+    suite = write_suite(methods=("nan_loss", "ce"), plugins=("nan_plugin",))
+    env = dict(cli_env, PYTHONPATH=os.pathsep.join([str(tmp_path), cli_env["PYTHONPATH"]]))
+    proc = run_cli(["run", "--suite", str(suite), "--out", str(tmp_path / "res"), "--no-progress"], env, tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    recs = {r["method"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json"))
+            if r["role"] == "student"}
+    assert recs["nan_loss"]["status"] == "failed" and "non-finite loss" in recs["nan_loss"]["reason"]
+    assert recs["ce"]["status"] == "ok"
+    assert "Failed runs" in (tmp_path / "res" / "leaderboard.md").read_text()
+
+
+def _fake_record(i):
+    return {"run_id": f"r{i:03d}", "status": "ok", "role": "student", "dataset": "fmnist-lt", "imbalance_factor": 100,
+            "teacher_arch": "t", "student_arch": "s", "method": f"m{i % 4}", "seed": i // 4,
+            "class_counts": [100, 10], "final": {"epoch": 1, "overall": float(i), "many": None, "medium": 1.0,
+                                                  "few": 1.0, "head": 1.0, "middle": None, "tail": 1.0,
+                                                  "per_class_acc": [1.0, 2.0],
+                                                  "group_sizes": {"many": 0, "medium": 1, "few": 1, "head": 1,
+                                                                  "middle": 0, "tail": 1}}}
+
+
+def _writer(out, ids):
+    from benchmark.results import RunStore, regenerate
+
+    store = RunStore(out)
+    for i in ids:
+        rec = _fake_record(i)
+        rec["best"] = rec["final"]
+        store.write(rec)
+        regenerate(out)
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(tmp_path, range(k, 24, 2))) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    files = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(files) == 24
+    assert all(json.loads(f.read_text())["run_id"] for f in files)
+    assert not list((tmp_path / "runs").glob("*.tmp"))
+    csv = (tmp_path / "leaderboard.csv").read_text().splitlines()
+    assert len(csv) == 1 + 4  # 4 methods, each mean over its seeds
+    import pandas as pd
+    import io
+    df = pd.read_csv(io.StringIO("\n".join(csv)))
+    assert sorted(df["seeds"].tolist()) == [6, 6, 6, 6]
+
+
+def test_check_passes_on_reference_and_fails_when_degraded(tmp_path, write_suite, cli_env):
+    suite = write_suite(methods=("ce", "kd"), epochs=2)
+    ref = tmp_path / "ref.json"
+    out = tmp_path / "res"
+    proc = run_cli(["check", "--suite", str(suite), "--reference", str(ref), "--update-reference", "--out", str(out),
+                    "--no-progress"], cli_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(ref.read_text())
+    assert len(data["runs"]) == 3
+    ok = run_cli(["check", "--suite", str(suite), "--reference", str(ref), "--out", str(out), "--no-progress"],
+                 cli_env, tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "check passed" in ok.stdout
+    bad = run_cli(["check", "--suite", str(suite), "--reference", str(ref), "--out", str(out), "--no-progress",
+                   "student_train.lr=0.00001"], cli_env, tmp_path)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAIL" in bad.stdout and "/kd/s0: overall" in bad.stdout
+
+
+def test_ctrl_c_checkpoints_and_rerun_resumes(tmp_path, write_suite, cli_env):
+    suite = write_suite(methods=("ce",), epochs=6)
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(suite), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    for line in proc.stdout:  # wait until the student has finished one epoch, then press Ctrl-C
+        if "[cifar_cnn_tiny ce] epoch 1/6" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted:" in err and "rerun the same command to resume" in err
+    ckpts = list((out / "checkpoints").glob("*_ce_*.pt"))
+    assert len(ckpts) == 1
+    again = run_cli(["run", "--suite", str(suite), "--out", str(out), "--no-progress"], cli_env, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from epoch" in again.stdout
+    rec = [json.loads(p.read_text()) for p in (out / "runs").glob("*_ce_*.json")][0]
+    assert rec["status"] == "ok" and rec["resumed_from"]["epoch"] >= 2 and rec["epochs"] == 6

@@ -1,0 +1,49 @@
+"""The speed benchmark in reduced mode, and the CUDA-only branches (guarded: they run where a GPU is)."""
+import json
+
+import pytest
+import torch
+
+from benchmark.speed import measure
+from benchmark.train import resolve_device
+from conftest import run_cli
+
+
+def test_speed_reduced_mode_reports_three_paths():
+    res = measure(steps=3, warmup=1, batch_size=16, n_images=128, workers=0)
+    for key in ("a_ltkd_ips", "b_eager_ips", "c_compute_ips"):
+        assert res[key] > 0
+    assert res["a_over_b"] == pytest.approx(res["a_ltkd_ips"] / res["b_eager_ips"])
+    assert res["a_over_c"] == pytest.approx(res["a_ltkd_ips"] / res["c_compute_ips"])
+    assert "synthetic" in res["data"]
+
+
+def test_speed_cli_prints_ratios_and_writes_json(tmp_path, cli_env):
+    out = tmp_path / "speed.json"
+    proc = run_cli(["speed", "--steps", "3", "--batch-size", "16", "--device", "cpu", "--json", str(out)], cli_env,
+                   tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "a/b =" in proc.stdout and "a/c =" in proc.stdout and "synthetic" in proc.stdout
+    assert json.loads(out.read_text())["steps"] == 3
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_path_bf16_channels_last_matches_cpu_shapes():
+    from benchmark.data import TensorData
+
+    dev = torch.device("cuda")
+    imgs = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    data = TensorData(imgs, torch.arange(256) % 10, (0.5,) * 3, (0.25,) * 3, dev, padding=4)
+    x, y = next(data.train_batches(64, 0, 1))
+    assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+    res = measure("cifar_resnet8x4", "cifar_resnet8x4", 32, 3, 100, 64, steps=5, device=dev, n_images=512)
+    assert res["a_ltkd_ips"] > 0
