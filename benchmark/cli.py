@@ -160,6 +160,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=100, help="timed steps per path")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the ltkd-bench step (paths a and c)")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     return parser
 

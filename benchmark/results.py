@@ -245,6 +245,7 @@ def write_plots(records: List[Dict[str, Any]], out: Path) -> List[Path]:
             label = rec["method"] if rec["role"] == "student" else f"teacher {rec['student_arch']}"
             by_method.setdefault(label, []).append(rec)
         fig, ax = plt.subplots(figsize=(8, 5))
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 distinct colours: one per method on a full grid
         for label, rs in sorted(by_method.items()):
             counts = rs[0]["class_counts"]
             accs = [sum(r["final"]["per_class_acc"][c] for r in rs) / len(rs) for c in range(len(counts))]

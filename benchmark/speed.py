@@ -64,8 +64,8 @@ def _kd(student: nn.Module, teacher: nn.Module, num_classes: int, device: torch.
 def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", image_size: int = 28,
             in_chans: int = 1, num_classes: int = 10, batch_size: int = 64, steps: int = 100,
             device: str | torch.device = "cpu", workers: Optional[int] = None, n_images: int = 4096,
-            warmup: int = 10) -> Dict[str, Any]:
-    """Images/s of paths (a), (b), (c) and the ratios a/b and a/c."""
+            warmup: int = 10, compile: bool = False) -> Dict[str, Any]:
+    """Images/s of paths (a), (b), (c) and the ratios a/b and a/c (``compile``: torch.compile for a and c)."""
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
     from PIL import Image
@@ -91,6 +91,8 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
     t, s = _models(teacher, student, num_classes, in_chans, device, channels_last=True)
     method = _kd(s, t, num_classes, device)
     step_mod = DistillStep(s, method, t)
+    forward = torch.compile(step_mod) if compile else step_mod
+    out["compile"] = compile
     opt = torch.optim.SGD(list(s.parameters()) + list(method.parameters()), lr=0.05, momentum=0.9,
                           weight_decay=5e-4, **({"fused": True} if cuda else {"foreach": True}))
     images = torch.from_numpy(raw).view(n_images, image_size, image_size, in_chans).permute(0, 3, 1, 2)
@@ -107,7 +109,7 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
 
     def train_step(x, y):
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            terms, _ = step_mod(x, y, 1)
+            terms, _ = forward(x, y, 1)
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,11 +172,11 @@ def main(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     res = measure(args.teacher, args.student, args.image_size, args.in_chans, args.num_classes, args.batch_size,
-                  args.steps, device)
+                  args.steps, device, compile=args.compile)
     print(f"KD step {res['teacher']} -> {res['student']}, input {res['input']}, batch {res['batch_size']}, "
           f"{res['steps']} timed steps on {res['device']} (torch {res['torch']}, {res['threads']} threads)")
     print(f"data: {res['data']}")
-    print(f"  (a) ltkd-bench path         {res['a_ltkd_ips']:10.0f} img/s")
+    print(f"  (a) ltkd-bench path         {res['a_ltkd_ips']:10.0f} img/s" + ("  (torch.compile)" if args.compile else ""))
     print(f"  (b) usual eager pipeline    {res['b_eager_ips']:10.0f} img/s  (DataLoader, {res['b_workers']} workers)")
     print(f"  (c) compute bound           {res['c_compute_ips']:10.0f} img/s")
     print(f"  a/b = {res['a_over_b']:.2f}x   a/c = {res['a_over_c']:.2f}")

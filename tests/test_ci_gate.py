@@ -1,0 +1,52 @@
+"""The CI accuracy gate: the ci suite is deterministic on CPU and meets its committed reference."""
+import json
+
+import pytest
+import torch
+
+from benchmark.check import compare, run_label
+from benchmark.config import CONFIG_DIR, load_suite
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_same_seed_same_numbers(tmp_path, write_suite):
+    from benchmark.runner import GridRunner, expand_grid
+
+    cfg = load_suite(str(write_suite(methods=("kd",))))
+    recs = []
+    for k in range(2):
+        runner = GridRunner(cfg, tmp_path / f"r{k}", torch.device("cpu"), progress=False, log=lambda m: None)
+        recs.append([runner.run(s) for s in expand_grid(cfg)])
+    for a, b in zip(*recs):
+        assert a["final"]["per_class_acc"] == b["final"]["per_class_acc"]
+        assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+def test_compare_names_regressions():
+    rec = {"run_id": "x", "status": "ok", "role": "student", "dataset": "fmnist-lt", "imbalance_factor": 100,
+           "teacher_arch": "t", "student_arch": "s", "method": "kd", "seed": 0,
+           "final": {"overall": 50.0, "tail": 10.0}}
+    label = run_label(rec)
+    assert label == "fmnist-lt_if100/t->s/kd/s0"
+    ref = {"tolerance": 2.0, "metrics": ["overall", "tail"], "runs": {label: {"overall": 51.0, "tail": 13.0},
+                                                                      "missing/run": {"overall": 1.0}}}
+    failures, notes = compare([rec], ref)
+    assert any("tail 10.00 < reference 13.00 - 2" in f for f in failures)
+    assert any(f.startswith("missing/run: no run was measured") for f in failures)
+    assert any("overall 50.00" in n for n in notes)
+    assert not any("overall" in f and label in f for f in failures)
+
+
+def test_committed_ci_reference_matches_the_ci_grid():
+    cfg = load_suite("ci")
+    ref = json.loads((CONFIG_DIR / "ci_reference.json").read_text())
+    assert ref["suite"] == "ci" and ref["tolerance"] > 0
+    assert len(ref["runs"]) == 1 + len(cfg.methods)  # the teacher + every method
+
+
+def test_ci_suite_meets_committed_reference(tmp_path, cli_env):
+    proc = run_cli(["check", "--suite", "ci", "--no-progress"], cli_env, tmp_path, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "check passed" in proc.stdout
