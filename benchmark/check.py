@@ -60,6 +60,10 @@ def compare(records: List[Dict[str, Any]], reference: Dict[str, Any],
     return failures, notes
 
 
+def _round(value: Any) -> Any:
+    return None if value is None else round(value, 3)
+
+
 def reference_path(cfg: SuiteConfig, explicit: Path | None) -> Path:
     if explicit is not None:
         return explicit
@@ -100,7 +104,7 @@ def run_check(args: argparse.Namespace, cfg: SuiteConfig) -> int:
             ref = {"suite": cfg.name, "tolerance": old.get("tolerance", 2.0),
                    "metrics": old.get("metrics", list(DEFAULT_METRICS)),
                    "measured_on": environment_info(device),
-                   "runs": {run_label(r): {m: r["final"].get(m) for m in
+                   "runs": {run_label(r): {m: _round(r["final"].get(m)) for m in
                                            ("overall", "many", "medium", "few", "head", "middle", "tail")}
                             for r in sorted(records, key=run_label) if r.get("status") == "ok"}}
             atomic_write_text(ref_path, json.dumps(ref, indent=1) + "\n")
