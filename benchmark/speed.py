@@ -64,8 +64,11 @@ def _kd(student: nn.Module, teacher: nn.Module, num_classes: int, device: torch.
 def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", image_size: int = 28,
             in_chans: int = 1, num_classes: int = 10, batch_size: int = 64, steps: int = 100,
             device: str | torch.device = "cpu", workers: Optional[int] = None, n_images: int = 4096,
-            warmup: int = 10, compile: bool = False) -> Dict[str, Any]:
-    """Images/s of paths (a), (b), (c) and the ratios a/b and a/c (``compile``: torch.compile for a and c)."""
+            warmup: int = 30, compile: bool = False, rounds: int = 5) -> Dict[str, Any]:
+    """Images/s of paths (a), (b), (c) and the ratios a/b and a/c (``compile``: torch.compile for a and c).
+
+    Each path is warmed up, then timed in ``rounds`` interleaved rounds of ``steps / rounds`` steps; the
+    median round counts."""
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
     from PIL import Image
@@ -118,11 +121,11 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
     def step_a():
         train_step(*batch_a())
 
-    out["a_ltkd_ips"] = steps * batch_size / _timed(step_a, steps, warmup, device)
-
     # (c) compute bound: the same step on one batch already on the device
     xc, yc = batch_a()
-    out["c_compute_ips"] = steps * batch_size / _timed(lambda: train_step(xc, yc), steps, warmup, device)
+
+    def step_c():
+        train_step(xc, yc)
 
     # (b) the usual pipeline: PIL + torchvision transforms + DataLoader, fp32, no_grad teacher, .item() per step
     t2, s2 = _models(teacher, student, num_classes, in_chans, device, channels_last=False)
@@ -160,7 +163,18 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
         opt2.step()
         st["log"] += loss.item()
 
-    out["b_eager_ips"] = steps * batch_size / _timed(step_b, steps, warmup, device)
+    # interleaved rounds (a, c, b, a, c, b, ...) and the median: machine drift hits every path alike
+    paths = {"a_ltkd_ips": step_a, "c_compute_ips": step_c, "b_eager_ips": step_b}
+    for fn in paths.values():
+        _timed(fn, 0, warmup, device)
+    per_round = max(1, steps // rounds)
+    times: Dict[str, list] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for key, fn in paths.items():
+            times[key].append(per_round * batch_size / _timed(fn, per_round, 0, device))
+    for key, values in times.items():
+        out[key] = float(np.median(values))
+    out["rounds"] = rounds
     out["b_workers"] = nw
     out["a_over_b"] = out["a_ltkd_ips"] / out["b_eager_ips"]
     out["a_over_c"] = out["a_ltkd_ips"] / out["c_compute_ips"]
@@ -174,7 +188,8 @@ def main(args: argparse.Namespace) -> int:
     res = measure(args.teacher, args.student, args.image_size, args.in_chans, args.num_classes, args.batch_size,
                   args.steps, device, compile=args.compile)
     print(f"KD step {res['teacher']} -> {res['student']}, input {res['input']}, batch {res['batch_size']}, "
-          f"{res['steps']} timed steps on {res['device']} (torch {res['torch']}, {res['threads']} threads)")
+          f"{res['steps']} timed steps per path in {res['rounds']} interleaved rounds (median) on {res['device']} "
+          f"(torch {res['torch']}, {res['threads']} threads)")
     print(f"data: {res['data']}")
     print(f"  (a) ltkd-bench path         {res['a_ltkd_ips']:10.0f} img/s" + ("  (torch.compile)" if args.compile else ""))
     print(f"  (b) usual eager pipeline    {res['b_eager_ips']:10.0f} img/s  (DataLoader, {res['b_workers']} workers)")

@@ -10,7 +10,7 @@ from conftest import run_cli
 
 
 def test_speed_reduced_mode_reports_three_paths():
-    res = measure(steps=3, warmup=1, batch_size=16, n_images=128, workers=0)
+    res = measure(steps=3, warmup=1, batch_size=16, n_images=128, workers=0, rounds=1)
     for key in ("a_ltkd_ips", "b_eager_ips", "c_compute_ips"):
         assert res[key] > 0
     assert res["a_over_b"] == pytest.approx(res["a_ltkd_ips"] / res["b_eager_ips"])
