@@ -109,6 +109,15 @@ def local_device(device_pref: str = "auto") -> torch.device:
     return dev
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` in place across ranks (a no-op in a single process); returns it."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
 def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
     import torch.distributed as dist

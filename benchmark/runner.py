@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from .config import DatasetEntry, SuiteConfig, TrainRecipe, method_names
-from .distributed import barrier, broadcast, world_size
+from .distributed import barrier, broadcast, is_main, world_size
 from .results import RunStore, file_lock, regenerate
 
 __all__ = ["RunSpec", "expand_grid", "GridRunner", "run_suite", "environment_info"]
@@ -155,9 +155,7 @@ class GridRunner:
 
     @property
     def is_main(self) -> bool:
-        from .train import _dist
-
-        return _dist()[0] == 0
+        return is_main()
 
     def env(self) -> Dict[str, Any]:
         if self._env is None:

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import TrainRecipe
+from .distributed import all_reduce_sum, world_size
+from .distributed import rank as dist_rank
 from .evaluate import per_class_counts, summarize
 from .models import forward_with_features
 
@@ -124,32 +126,17 @@ def _atomic_save(obj: Any, path: Path) -> None:
 _DDP_STOP_EVERY = 20  # DDP: steps between agreements on a stop request (Ctrl-C / SIGTERM / preemption)
 
 
-def _dist() -> tuple:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce(t: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    if _dist()[1] > 1:
-        dist.all_reduce(t)
-    return t
-
 
 def evaluate_model(model: nn.Module, test_data, num_classes: int, recipe: TrainRecipe, class_counts,
                    amp_dtype: Optional[torch.dtype]) -> Dict[str, Any]:
     """Per-class test accuracy (reduced across ranks) and its summary."""
-    rank, world = _dist()
+    rank, world = dist_rank(), world_size()
     was_training = model.training
     model.eval()
     correct, total = per_class_counts(model, test_data.eval_batches(recipe.eval_batch_size, rank, world),
                                       num_classes, amp_dtype)
     model.train(was_training)
-    correct, total = _all_reduce(correct.clone()), _all_reduce(total.clone())
+    correct, total = all_reduce_sum(correct.clone()), all_reduce_sum(total.clone())
     correct, total = correct.cpu().tolist(), total.cpu().tolist()
     per_class = [100.0 * c / t if t else 0.0 for c, t in zip(correct, total)]
     return {"per_class_acc": per_class, "per_class_test_count": total,
@@ -192,7 +179,7 @@ def train(student: nn.Module, method: nn.Module, recipe: TrainRecipe, train_data
     """
     from tqdm.auto import tqdm
 
-    rank, world = _dist()
+    rank, world = dist_rank(), world_size()
     t_wall = time.perf_counter()
     amp_dtype = torch.bfloat16 if (device.type == "cuda" and recipe.amp) else None
     num_classes = train_data.num_classes
@@ -299,7 +286,7 @@ def train(student: nn.Module, method: nn.Module, recipe: TrainRecipe, train_data
                 stop = interrupt.hit or (stop_after_steps is not None and global_steps >= stop_after_steps)
                 if world > 1:  # DDP: all ranks stop at the same step or none does (else all-reduces hang)
                     stop = (i + 1) % _DDP_STOP_EVERY == 0 and bool(
-                        _all_reduce(torch.tensor(float(stop), device=device)).item())
+                        all_reduce_sum(torch.tensor(float(stop), device=device)).item())
                 if stop:
                     bar.close()
                     result.train_time_s += time.perf_counter() - t0
@@ -317,7 +304,7 @@ def train(student: nn.Module, method: nn.Module, recipe: TrainRecipe, train_data
 
                 average_bn_stats(_unwrap(step_module))  # every rank evaluates and saves the same model
             for k in running:
-                running[k] = _all_reduce(running[k])
+                running[k] = all_reduce_sum(running[k])
             n_steps = steps * world
             stats = {k: running[k].item() / n_steps for k in running if k not in ("correct",)}
             if not all(math.isfinite(v) for v in stats.values()):
