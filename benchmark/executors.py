@@ -7,8 +7,8 @@ laptops, a workstation with a few GPUs).
 * The grid's runs that have no ``ok`` record in ``--out`` are packed ``--runs-per-task`` per array task.
   Teachers go in a first array, students in a second one that starts when the first has ended
   (Slurm ``afterany`` dependency; locally, after the teacher tasks returned). A student whose teacher is
-  still missing trains it under the teacher's file lock (:meth:`GridRunner.teacher`), so no packing or
-  ordering can train a teacher twice.
+  still missing trains it under the teacher's run lock (:meth:`GridRunner.run`), so no packing or
+  ordering can train a run twice.
 * Idempotent by ``run_id``: a task skips every run that has an ``ok`` record, and the submitter submits
   only the missing runs, so resubmitting a grid runs nothing new.
 * Preemption and time limits: a task is a :class:`submitit.helpers.Checkpointable`. On submitit's
@@ -18,7 +18,7 @@ laptops, a workstation with a few GPUs).
 * ``--gpus-per-task N`` > 1 starts N processes per task (one per GPU) that train each run together with
   DDP (:mod:`benchmark.distributed`), e.g. ImageNet-LT / Places-LT teachers.
 * Shared filesystem: ``--out`` must be visible from every node (records are written atomically, and
-  the teacher locks use ``fcntl.flock``, which NFS v4 / Lustre mounted with ``flock`` / GPFS honour).
+  the run locks use ``fcntl.flock``, which NFS v4 / Lustre mounted with ``flock`` / GPFS honour).
 """
 from __future__ import annotations
 
