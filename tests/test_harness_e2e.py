@@ -43,10 +43,12 @@ def test_cli_run_writes_records_tables_and_plot(tmp_path, write_suite, cli_env):
     assert len(csv) == 4 and csv[0].startswith("dataset,imbalance_factor")
     assert list((out / "plots").glob("*.png"))
     assert (out / "checkpoints" / "teachers").is_dir()
-    # a second invocation skips everything
+    # a second invocation skips everything, and still rebuilds the tables from the records
+    (out / "leaderboard.md").unlink()
     again = run_cli(["run", "--suite", str(suite), "--out", str(out), "--no-progress"], cli_env, tmp_path)
     assert again.returncode == 0
     assert "0 ran, 3 skipped" in again.stdout
+    assert (out / "leaderboard.md").read_text() == md
 
 
 def _runner(suite_path, out):
