@@ -47,6 +47,10 @@ def scale_epochs(cfg: SuiteConfig, epochs: int) -> None:
 
 def build_config(args: argparse.Namespace) -> SuiteConfig:
     """Suite YAML + CLI options + key=value overrides -> validated config."""
+    for opt in ("methods", "datasets", "seeds"):  # `--seeds 0 1 a.b=c`: the greedy list swallowed an override
+        values = getattr(args, opt) or []
+        args.overrides = list(args.overrides or []) + [v for v in values if "=" in v]
+        setattr(args, opt, [v for v in values if "=" not in v] or None)
     cfg = load_suite(args.suite, args.overrides, validate_names=False)
     methods_sel = _split_list(args.methods)
     if methods_sel:

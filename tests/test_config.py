@@ -92,3 +92,13 @@ def test_cli_dry_run_expands_grid_and_epochs_rescale(tmp_path, cli_env):
     cfg = build_config(args)
     assert cfg.student_train.epochs == 24 and cfg.student_train.milestones == [15, 18, 21]
     assert cfg.method_params["dkd"]["warmup"] == 2  # 20 of 240 -> 2 of 24
+
+
+def test_overrides_after_list_options_are_not_swallowed():
+    from benchmark.cli import build_config, make_parser
+
+    args = make_parser().parse_args(["run", "--methods", "ce", "kd", "student_train.epochs=3", "--seeds", "4",
+                                     "teacher_train.lr=0.2"])
+    cfg = build_config(args)
+    assert cfg.methods == ["ce", "kd"] and cfg.seeds == [4]
+    assert cfg.student_train.epochs == 3 and cfg.teacher_train.lr == 0.2
