@@ -5,13 +5,11 @@ Every error a user can cause ends as one line on stderr naming the problem and t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from .config import CONFIG_DIR, ConfigError, DatasetEntry, SuiteConfig, list_suites, load_suite
+from .config import ConfigError, DatasetEntry, SuiteConfig, list_suites, load_suite
 
 DEFAULT_OUT = Path("results")
 

@@ -409,7 +409,7 @@ def submit_suite(cfg, out: Path, args: argparse.Namespace) -> int:
             with ex.batch():
                 s_jobs = [ex.submit(t) for t in student_tasks]
             print(f"submitted student array {_array_id(s_jobs)} ({len(s_jobs)} tasks)"
-                  + (f", starting after the teacher array" if t_jobs else ""), flush=True)
+                  + (", starting after the teacher array" if t_jobs else ""), flush=True)
         else:
             s_jobs = []
         jobs = t_jobs + s_jobs
