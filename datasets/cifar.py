@@ -1,6 +1,8 @@
 """``cifar10-lt`` / ``cifar100-lt``: CIFAR with the exponential long-tail profile (n_max 5000 / 500).
 
-``root`` holds torchvision's extracted ``cifar-10-batches-py/`` or ``cifar-100-python/``. The
+The train subset is LDAM-DRW's ``IMBALANCECIFAR10/100(rand_number=seed)`` image for image (see
+``datasets.longtail.ldam_subsample``), the subset BKD and most long-tailed KD papers train on; kept
+in file order. ``root`` holds torchvision's extracted ``cifar-10-batches-py/`` or ``cifar-100-python/``. The
 pickles are read directly (whatever their checksum, so tests can write small fixtures in the
 same format) and cached in-process; ``verify`` compares checksums with the official release.
 """
@@ -18,7 +20,7 @@ import numpy as np
 from . import register_dataset
 from .base import (resolve_n_max, DatasetInfo, InMemoryLTDataset, PathLike, VerifyReport, build_in_memory, check_split,
                    file_key, resolve_root, resolve_imbalance_factor)
-from .longtail import describe_profile, exponential_profile
+from .longtail import describe_profile, exponential_profile, ldam_subsample
 
 __all__ = ["CIFAR10_INFO", "CIFAR100_INFO", "CifarLayout", "LAYOUTS", "locate_cifar", "load_cifar",
            "build_cifar10_lt", "build_cifar100_lt", "verify_cifar"]
@@ -127,7 +129,14 @@ def _build(name: str, root: Optional[PathLike], split: str, imbalance_factor: Op
     imbalance_factor = resolve_imbalance_factor(info, imbalance_factor)
     images, labels = load_cifar(name, root, split)
     n_max = resolve_n_max(info, LAYOUTS[name].n_max, n_max)
-    return build_in_memory(info, split, images, labels, n_max, imbalance_factor, seed, transform, root)
+    if split != "train":
+        return build_in_memory(info, split, images, labels, n_max, imbalance_factor, seed, transform, root)
+    counts = exponential_profile(n_max, info.num_classes, imbalance_factor)
+    try:
+        idx = ldam_subsample(labels, counts, seed)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err} (is the {split} data complete?)") from None
+    return InMemoryLTDataset(info, split, images[idx], labels[idx], transform, imbalance_factor, seed, root)
 
 
 def _md5(path: Path) -> str:
@@ -178,12 +187,12 @@ def verify_cifar(name: str, root: Optional[PathLike]) -> VerifyReport:
 @register_dataset("cifar10-lt", info=CIFAR10_INFO, verify=functools.partial(verify_cifar, "cifar10-lt"))
 def build_cifar10_lt(root: Optional[PathLike] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                      seed: int = 0, transform: Optional[Callable] = None, n_max: Optional[int] = None) -> InMemoryLTDataset:
-    """CIFAR-10-LT: train = seeded exponential subset (IF 100/50/10 -> 12,406/13,996/20,431), test = 10k balanced."""
+    """CIFAR-10-LT: train = LDAM-DRW's seeded exponential subset (IF 100/50/10 -> 12,406/13,996/20,431), test = 10k."""
     return _build("cifar10-lt", root, split, imbalance_factor, seed, transform, n_max)
 
 
 @register_dataset("cifar100-lt", info=CIFAR100_INFO, verify=functools.partial(verify_cifar, "cifar100-lt"))
 def build_cifar100_lt(root: Optional[PathLike] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                       seed: int = 0, transform: Optional[Callable] = None, n_max: Optional[int] = None) -> InMemoryLTDataset:
-    """CIFAR-100-LT: train = seeded exponential subset (IF 100/50/10 -> 10,847/12,608/19,573), test = 10k balanced."""
+    """CIFAR-100-LT: train = LDAM-DRW's seeded exponential subset (IF 100/50/10 -> 10,847/12,608/19,573), test = 10k."""
     return _build("cifar100-lt", root, split, imbalance_factor, seed, transform, n_max)

@@ -1,4 +1,5 @@
-"""Long-tail helpers: the exponential class profile, seeded per-class subsampling, shot groups, thirds."""
+"""Long-tail helpers: the exponential class profile, seeded per-class subsampling (ours and LDAM-DRW's),
+shot groups, thirds."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["check_imbalance_factor", "exponential_profile", "subsample_per_class", "shot_groups",
+__all__ = ["check_imbalance_factor", "exponential_profile", "subsample_per_class", "ldam_subsample", "shot_groups",
            "frequency_thirds", "class_counts_of", "describe_profile"]
 
 
@@ -49,6 +50,32 @@ def subsample_per_class(targets: Sequence[int], counts: Sequence[int], seed: int
             continue
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), c]))
         picked.append(rng.permutation(members)[:n])
+    if not picked:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate(picked))
+
+
+def ldam_subsample(targets: Sequence[int], counts: Sequence[int], seed: int) -> np.ndarray:
+    """Sorted indices of LDAM-DRW's long-tailed subset (``IMBALANCECIFAR10/100(rand_number=seed)``).
+
+    One ``np.random.RandomState(seed)`` serves every class in ascending order: the class's indices
+    (file order) are shuffled in place and the first ``counts[c]`` kept. Every class is shuffled,
+    whatever its count, so a class's subset depends on the seed and the class sizes only, and
+    subsets are nested across imbalance factors. LDAM returns them grouped by class; we keep file order.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"seed must be an integer in [0, 2**32) (numpy's legacy seed range), got {seed!r}")
+    targets = np.asarray(targets, dtype=np.int64)
+    rs = np.random.RandomState(int(seed))
+    picked = []
+    for c, n in enumerate(counts):
+        members = np.flatnonzero(targets == c)
+        if n > len(members):
+            raise ValueError(f"class {c} has {len(members)} samples, cannot draw {n}")
+        if n < 0:
+            raise ValueError(f"class {c}: count must be >= 0, got {n}")
+        rs.shuffle(members)
+        picked.append(members[:int(n)])
     if not picked:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate(picked))

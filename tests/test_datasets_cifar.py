@@ -4,9 +4,12 @@ Every image row carries its index within its split in its first 4 bytes (little-
 test can tell exactly which original images a long-tailed subset kept.
 """
 import functools
+import hashlib
+import json
 import pickle
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -25,11 +28,13 @@ TOTALS = {"cifar10-lt": {100: 12406, 50: 13996, 10: 20431}, "cifar100-lt": {100:
 
 
 def ds_write_cifar(root: Path, name: str, per_class_train: int, per_class_test: int, bytes_keys: bool = False,
-                   protocol: int = pickle.HIGHEST_PROTOCOL, seed: int = 0) -> Path:
+                   protocol: int = pickle.HIGHEST_PROTOCOL, seed: int = 0,
+                   train_labels: Optional[np.ndarray] = None) -> Path:
     """Write ``root/<folder>/`` like the official extract (random pixels, index-tagged rows); returns the folder.
 
     The official files are Python 2 pickles (``protocol=2``, ``bytes_keys``-like once decoded);
     the big fixtures use the newest protocol only because it writes and loads ~10x faster.
+    ``train_labels`` replaces the random train labels (e.g. the golden fixture's synthetic targets).
     """
     folder, classes, train_files, test_file, meta_file, label_key, _ = LAYOUT[name]
     out = root / folder
@@ -37,8 +42,9 @@ def ds_write_cifar(root: Path, name: str, per_class_train: int, per_class_test: 
     rng = np.random.default_rng(seed)
     key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
 
-    def split(per_class):
-        labels = rng.permutation(np.repeat(np.arange(classes), per_class))
+    def split(per_class, labels=None):
+        if labels is None:
+            labels = rng.permutation(np.repeat(np.arange(classes), per_class))
         data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
         data[:, :4] = np.arange(len(labels), dtype="<u4").view(np.uint8).reshape(-1, 4)
         return data, labels
@@ -50,7 +56,7 @@ def ds_write_cifar(root: Path, name: str, per_class_train: int, per_class_test: 
         with open(path, "wb") as f:
             pickle.dump(obj, f, protocol=protocol)
 
-    data, labels = split(per_class_train)
+    data, labels = split(per_class_train, train_labels)
     chunks = zip(np.array_split(data, len(train_files)), np.array_split(labels, len(train_files)))
     for fname, (d, lab) in zip(train_files, chunks):
         dump(out / fname, d, lab)
@@ -236,3 +242,48 @@ def test_verify_broken_fixtures(tmp_path):
     report = datasets.verify_dataset("cifar100-lt", tmp_path / "absent")
     assert not report.ok and len(report.problems) == 1 and "train, test, meta missing" in report.problems[0]
     assert "FAILED (1 problem)" in report.summary()
+
+
+# ----------------------------------------------------------------------------- LDAM-DRW's subsets
+# Golden indices from running LDAM-DRW's IMBALANCECIFAR10/100 on synthetic targets (tests/fixtures/README.md).
+REFERENCE = Path(__file__).parent / "fixtures" / "reference_values.json"
+RECIPES = {  # the fixture's targets_recipe strings, rebuilt here rather than evaluated
+    "np.random.RandomState(123).permutation(np.repeat(np.arange(10), 5000))":
+        lambda: np.random.RandomState(123).permutation(np.repeat(np.arange(10), 5000)),
+    "np.random.RandomState(123).permutation(np.repeat(np.arange(100), 500))":
+        lambda: np.random.RandomState(123).permutation(np.repeat(np.arange(100), 500)),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def ldam_entries() -> tuple:
+    return tuple(json.loads(REFERENCE.read_text())["ldam_subsets"])
+
+
+@pytest.fixture(scope="module")
+def ldam_root(tmp_path_factory):
+    """CIFAR-10 and CIFAR-100 pickles whose train labels are the golden fixture's synthetic targets."""
+    root = tmp_path_factory.mktemp("cifar_ldam")
+    for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
+        (recipe,) = {e["targets_recipe"] for e in ldam_entries() if e["num_classes"] == classes}
+        ds_write_cifar(root, name, 0, 1, train_labels=RECIPES[recipe]())
+    return root
+
+
+def test_ldam_fixture_covers_the_protocol():
+    got = sorted((e["num_classes"], e["imbalance_factor"], e["seed"]) for e in ldam_entries())
+    assert got == sorted((c, imb, s) for c in (10, 100) for imb in (100, 50, 10) for s in (0, 1))
+
+
+@pytest.mark.parametrize("entry", ldam_entries(), ids=lambda e: f"C{e['num_classes']}-IF{e['imbalance_factor']}-seed{e['seed']}")
+def test_subset_is_ldam_drw(ldam_root, entry):
+    """build_dataset keeps exactly the images IMBALANCECIFAR10/100(rand_number=seed) keeps, in file order."""
+    name = "cifar10-lt" if entry["num_classes"] == 10 else "cifar100-lt"
+    ds = datasets.build_dataset(name, root=ldam_root, imbalance_factor=entry["imbalance_factor"], seed=entry["seed"])
+    images, targets = ds.as_tensors()
+    idx = original_index(images)
+    assert len(idx) == entry["count"] == len(entry["selected_in_ldam_order"])
+    assert np.array_equal(idx, np.sort(np.asarray(entry["selected_in_ldam_order"], dtype=np.int64)))
+    assert hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest() == entry["sha256_of_sorted_int64"]
+    labels = fixture_labels(ldam_root / LAYOUT[name][0], name, "train")
+    assert np.array_equal(targets.numpy(), labels[idx])

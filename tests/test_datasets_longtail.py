@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from datasets.longtail import (exponential_profile, frequency_thirds, shot_groups, subsample_per_class)
+from datasets.longtail import (exponential_profile, frequency_thirds, ldam_subsample, shot_groups, subsample_per_class)
 
 PUBLISHED = [  # (n_max, classes, IF, total) from the LT-KD / LDAM literature
     (5000, 10, 100, 12406), (5000, 10, 50, 13996), (5000, 10, 10, 20431),
@@ -70,6 +70,55 @@ def test_subsample_errors(ds_targets):
         subsample_per_class(ds_targets, [41, 0, 0, 0, 0], seed=0)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         subsample_per_class(ds_targets, [1] * 5, seed=-1)
+
+
+def ldam_reference(targets, counts, seed):
+    """LDAM-DRW's gen_imbalanced_data written out: global legacy seed, one in-place shuffle per class."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        kept = []
+        for c, n in zip(np.unique(targets), counts):
+            idx = np.where(targets == c)[0]
+            np.random.shuffle(idx)
+            kept.append(idx[:n])
+        return np.sort(np.concatenate(kept))
+    finally:
+        np.random.set_state(state)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2 ** 32 - 1])
+def test_ldam_subsample_matches_reference_loop(ds_targets, seed):
+    counts = [40, 17, 9, 3, 0]
+    idx = ldam_subsample(ds_targets, counts, seed)
+    assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0)
+    assert np.bincount(ds_targets[idx], minlength=5).tolist() == counts
+    assert np.array_equal(idx, ldam_reference(ds_targets, counts, seed))
+
+
+def test_ldam_subsample_class_zero_count_still_consumes_the_generator(ds_targets):
+    """LDAM shuffles every class, even one it keeps nothing of: later classes must not change."""
+    with_head = ldam_subsample(ds_targets, [5, 5, 5, 5, 5], seed=4)
+    without_head = ldam_subsample(ds_targets, [0, 5, 5, 5, 5], seed=4)
+    assert np.array_equal(with_head[ds_targets[with_head] != 0], without_head)
+
+
+def test_ldam_subsample_nested_across_counts(ds_targets):
+    small = set(ldam_subsample(ds_targets, [20, 10, 5, 2, 1], seed=7).tolist())
+    large = set(ldam_subsample(ds_targets, [30, 20, 10, 5, 2], seed=7).tolist())
+    assert small < large
+
+
+def test_ldam_subsample_empty_and_errors(ds_targets):
+    assert ldam_subsample(ds_targets, [], seed=0).tolist() == []
+    assert ldam_subsample(ds_targets, [], seed=0).dtype == np.int64
+    with pytest.raises(ValueError, match="^class 1 has 40 samples, cannot draw 41$"):
+        ldam_subsample(ds_targets, [0, 41, 0, 0, 0], seed=0)
+    with pytest.raises(ValueError, match="^class 2: count must be >= 0, got -1$"):
+        ldam_subsample(ds_targets, [0, 0, -1, 0, 0], seed=0)
+    for bad in (-1, 2 ** 32, 1.0, True):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+            ldam_subsample(ds_targets, [1] * 5, seed=bad)
 
 
 def test_shot_groups_strict_boundaries():
