@@ -4,8 +4,10 @@ The teacher's soft targets are re-weighted by class-balanced "effective number" 
 CVPR 2019) and renormalised, so the KL term stops favouring head classes; the CE stays instance-balanced.
 Follows the authors' code (EricZsy/BalancedKnowledgeDistillation, ``BKDLoss``): w_c = (1 - beta) /
 (1 - beta^{n_c}) normalised to mean 1, beta = 0.9999, T = 2, loss CE + alpha * T^2 * KL. Their
-CIFAR-10 script switches the weights on late (DRW, epoch 160 of 200); ``drw_epoch`` reproduces that and
-defaults to 0 (weights from the start, their CIFAR-100 setting).
+CIFAR-10 script switches the weights on late (deferred re-weighting, DRW: from 0-based epoch 160 of 200,
+plain KD at T=2 before). ``drw_epoch`` reproduces that: plain KD for 1-based epochs 1..drw_epoch, the
+re-weighted teacher after (``drw_epoch=160`` is their schedule; configs/cifar10_lt.yaml scales it to its
+epochs). The default 0 applies the weights from the start, their CIFAR-100 setting.
 """
 from __future__ import annotations
 
@@ -39,12 +41,15 @@ class BKD(Method):
     """CE + alpha * bkd_loss (effective-number re-weighted teacher), T=2, beta=0.9999."""
 
     hparams = {"temperature": 2.0, "beta": 0.9999, "alpha": 1.0, "drw_epoch": 0}
+    hparam_bounds = {"temperature": "(0, inf)", "beta": "[0, 1)", "alpha": "[0, inf)", "drw_epoch": "[0, inf)"}
     summary = "Balanced KD (Zhang et al. 2021)"
 
     def __init__(self, ctx: MethodContext, **overrides) -> None:
         super().__init__(ctx, **overrides)
         if not 0.0 <= self.beta < 1.0:
             raise ValueError(f"method 'bkd': beta must be in [0, 1), got {self.beta}")
+        if self.drw_epoch < 0:
+            raise ValueError(f"method 'bkd': drw_epoch must be >= 0 (0 = re-weight from the start), got {self.drw_epoch}")
         self.register_buffer("class_weights", effective_number_weights(self.class_counts, self.beta),
                              persistent=False)
 

@@ -199,3 +199,35 @@ def test_golden_values_are_not_degenerate():
         intra, inter = v[DIST_12] - inter_plus_intra, 2 * inter_plus_intra - v[DIST_12]
         assert not math.isclose(inter, intra, rel_tol=1e-3)  # swapping beta and gamma changes DIST(1, 2)
         assert reference_ce(c) > 1e-3 * v[DIST_TOTAL]  # dropping CE is visible
+
+
+# ----------------------------------------------------------------------------- the suites' literature settings
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+MDISTILLER_DKD_BETA = {("cifar_resnet32x4", "cifar_resnet8x4"): 8, ("cifar_wrn_40_2", "cifar_wrn_16_2"): 6,
+                       ("cifar_resnet56", "cifar_resnet20"): 2}
+
+
+def suite_yaml(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("suite", ["cifar10_lt", "cifar100_lt"])
+def test_cifar_suites_use_mdistillers_per_pair_dkd_beta(suite):
+    pairs = suite_yaml(suite)["pairs"]
+    got = {(p["teacher"], p["student"]): p["method_params"]["dkd"]["beta"] for p in pairs}
+    assert got == MDISTILLER_DKD_BETA
+
+
+def test_cifar10_bkd_defers_reweighting_to_the_first_lr_decay():
+    cfg = suite_yaml("cifar10_lt")
+    assert cfg["method_params"]["bkd"]["drw_epoch"] == cfg["student_train"]["milestones"][0] == 150
+    assert "bkd" not in (suite_yaml("cifar100_lt").get("method_params") or {})  # BKD's CIFAR-100 script: no DRW
+
+
+@pytest.mark.parametrize("suite", ["imagenet_lt", "places_lt"])
+def test_imagenet_scale_suites_use_mdistillers_imagenet_settings(suite):
+    params = suite_yaml(suite)["method_params"]
+    assert params["kd"] == {"temperature": 1.0, "alpha": 0.5}
+    assert params["dkd"] == {"beta": 0.5, "temperature": 1.0, "warmup": 1}
