@@ -1,5 +1,5 @@
 """``krdistill``: KRDistill, "Learn from Balance: Rectifying Knowledge Transfer for Long-Tailed
-Scenarios" (arXiv 2409.07694). OUR RECONSTRUCTION from the abstract (DESIGN.md section 4); the paper's
+Scenarios" (arXiv 2409.07694). OUR RECONSTRUCTION from the abstract (docs/methods.md); the paper's
 equations were not available to us, so numbers from this method are not the paper's.
 
 The abstract names two parts, both implemented and switchable:
@@ -9,7 +9,7 @@ The abstract names two parts, both implemented and switchable:
   2. logit-rectified distillation: the teacher's logits are debiased by the class prior and, where the
      teacher is still wrong, the true class is swapped to the top; the KL is re-weighted toward tail
      classes.
-Assumptions beyond DESIGN.md (ours):
+Assumptions beyond the abstract (ours; docs/methods.md):
   * L_rep = mean over the batch of the squared L2 distance summed over feature dims; the projector
     g = nn.Linear(student_dim, teacher_dim) is owned by the method and trained with the student.
   * anchors are scaled to the mean norm of the CENTRED prototypes ||mu_c - m||, the quantity they
