@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -78,11 +79,51 @@ class RunStore:
         rec = self.load(run_id)
         return rec is not None and rec.get("status") == "ok"
 
+    #: Keys (and types) every run record has, and those an ``ok`` record adds; anything else in ``runs/`` is skipped.
+    RECORD_KEYS = {"run_id": str, "status": str, "role": str, "dataset": str, "method": str, "seed": int}
+    OK_KEYS = {"final": dict, "best": dict, "class_counts": list}
+    RESULT_KEYS = ("epoch", "overall", "per_class_acc", "group_sizes")
+
+    @classmethod
+    def record_problem(cls, rec: Any, path: Path) -> Optional[str]:
+        """Why ``rec`` (parsed from ``path``) is not a run record of this schema, or None when it is one."""
+        if not isinstance(rec, dict):
+            return f"a JSON {type(rec).__name__}, not a run record (an object)"
+        keys = {**cls.RECORD_KEYS, **(cls.OK_KEYS if rec.get("status") == "ok" else {})}
+        missing = [k for k in keys if k not in rec] + ([] if ("arch" in rec or "student_arch" in rec) else ["arch"])
+        if missing:
+            return f"missing {', '.join(missing)} (not a run record of this schema)"
+        wrong = [k for k, tp in keys.items() if not isinstance(rec[k], tp) or (tp is int and isinstance(rec[k], bool))]
+        if wrong:
+            return f"{', '.join(wrong)} of the wrong type"
+        if rec["run_id"] != path.stem:
+            return f"its run_id '{rec['run_id']}' does not match the file name"
+        for part in ("final", "best") if rec["status"] == "ok" else ():
+            absent = [k for k in cls.RESULT_KEYS if k not in rec[part]]
+            if absent:
+                return f"'{part}' lacks {', '.join(absent)}"
+        return None
+
+    def _read(self, path: Path) -> Optional[Dict[str, Any]]:
+        """The record in ``path``, or None with ONE warning naming the file and why (never an exception)."""
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:  # unreadable, binary, truncated or not JSON
+            why = f"not valid JSON ({type(err).__name__}: {' '.join(str(err).split())})"
+        else:
+            why = self.record_problem(rec, path)
+            if why is None:
+                return rec
+        warnings.warn(f"{path}: skipped, {why}; the run is redone if a suite needs it (delete or move the file "
+                      f"to silence this)", RuntimeWarning)  # one place: shown once per file
+        return None
+
     def load(self, run_id: str) -> Optional[Dict[str, Any]]:
+        """The record of ``run_id``; None when absent or unusable (then the run is redone and the file replaced)."""
         path = self.record_path(run_id)
         if not path.exists():
             return None
-        return json.loads(path.read_text())
+        return self._read(path)
 
     def write(self, record: Dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])
@@ -90,13 +131,18 @@ class RunStore:
         return path
 
     def records(self) -> List[Dict[str, Any]]:
+        """Every valid record in ``runs/``; a truncated, binary or foreign file is skipped with one warning."""
         out = []
         for path in sorted(self.runs.glob("*.json")):
-            try:
-                out.append(json.loads(path.read_text()))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: not a valid run record ({err}); delete it and rerun") from err
+            rec = self._read(path)
+            if rec is not None:
+                out.append(rec)
         return out
+
+
+def _arch(rec: Dict[str, Any]) -> str:
+    """The network a record trained (``arch``; ``student_arch`` in records written before it was named so)."""
+    return rec.get("arch") or rec["student_arch"]
 
 
 def _json_default(obj: Any) -> Any:
