@@ -5,9 +5,10 @@ Every error a user can cause ends as one line on stderr naming the problem and t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from .config import ConfigError, DatasetEntry, SuiteConfig, list_suites, load_suite
 
@@ -41,15 +42,28 @@ def scale_epochs(cfg: SuiteConfig, epochs: int) -> None:
         if "warmup" in defaults:
             params = cfg.method_params.setdefault(name, {})
             params["warmup"] = type(defaults["warmup"])(round(params.get("warmup", defaults["warmup"]) * student_factor))
+            for level in [e.method_params for e in cfg.datasets] + [p.method_params for p in cfg.pairs]:
+                if "warmup" in level.get(name, {}):  # a per-dataset / per-pair warm-up scales the same way
+                    level[name]["warmup"] = type(defaults["warmup"])(round(level[name]["warmup"] * student_factor))
 
 
 def build_config(args: argparse.Namespace) -> SuiteConfig:
-    """Suite YAML + CLI options + key=value overrides -> validated config."""
+    """Suite YAML + CLI options + key=value overrides -> validated config.
+
+    Everything that can be checked before training is: the config itself, ``--root``, the device, and
+    (unless ``--dry-run`` or ``--executor submitit``, whose data may live on the cluster) every training
+    split against the batch sizes.
+    """
     for opt in ("methods", "datasets", "seeds"):  # `--seeds 0 1 a.b=c`: the greedy list swallowed an override
         values = getattr(args, opt) or []
         args.overrides = list(args.overrides or []) + [v for v in values if "=" in v]
         setattr(args, opt, [v for v in values if "=" not in v] or None)
-    cfg = load_suite(args.suite, args.overrides, validate_names=False)
+    remote = getattr(args, "executor", "local") == "submitit"
+    if getattr(args, "root", None) and not remote:
+        from .config import check_root
+
+        check_root(args.root, "--root")
+    cfg = load_suite(args.suite, args.overrides, validate=False)
     methods_sel = _split_list(args.methods)
     if methods_sel:
         cfg.methods = methods_sel
@@ -71,14 +85,55 @@ def build_config(args: argparse.Namespace) -> SuiteConfig:
             entry.root = args.root
     if args.device:
         cfg.device = args.device
-    from .config import validate_names_exist
+    from .config import check_data, check_device, validate_suite
 
-    validate_names_exist(cfg)
+    validate_suite(cfg)
     if args.epochs is not None:
         if args.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
         scale_epochs(cfg, args.epochs)
+    if not remote:
+        check_device(cfg, "--device" if args.device else "device:")
+        if not getattr(args, "dry_run", False):
+            check_data(cfg)
     return cfg
+
+
+_POSITIVE_OPTIONS = ("epochs", "batch_size", "steps", "image_size", "in_chans", "num_classes", "slurm_time",
+                     "gpus_per_task", "cpus_per_task", "array_parallelism", "runs_per_task")
+
+
+def check_out(out: Path, command: str) -> None:
+    """``--out`` must be a folder this process can create or write (checked before anything trains)."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; give a results folder (created if missing)")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, so the results folder cannot be created there")
+    if command != "report" or existing == out:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {out}: {existing} is not writable; choose a folder you can write")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Option values argparse accepts but the commands cannot use: non-positive counts, an unusable ``--out``."""
+    for name in _POSITIVE_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"{args.command} --{name.replace('_', '-')}: must be a positive integer, got {value}")
+    if getattr(args, "out", None) is not None:
+        check_out(args.out, args.command)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``error: ... (see --help)``), like every other CLI error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_suite: str) -> None:
@@ -120,7 +175,7 @@ def _add_submitit_options(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m benchmark",
         description="ltkd-bench: knowledge distillation on long-tailed image classification. "
                     "`python -m benchmark run` with no arguments runs the quick suite on Fashion-MNIST-LT.")
@@ -292,15 +347,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["run"]  # `python -m benchmark` alone runs the quick suite
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error, already printed on one line (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
     from .train import RunInterrupted
 
     try:
+        check_args(args)
         return COMMANDS[args.command](args)
-    except (ConfigError, KeyError, FileNotFoundError, ModuleNotFoundError) as err:
+    except (ConfigError, KeyError, FileNotFoundError, ImportError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -45,7 +45,9 @@ def _stems() -> List[str]:
 
 def _search_dirs(root: Optional[PathLike]) -> List[Path]:
     dirs = [] if root is None else [resolve_root(root), resolve_root(root) / "FashionMNIST" / "raw"]
-    return dirs + [DEBIAN_DIR]
+    # Debian's copy is a fallback only when no root is given: an explicit root that lacks the files must fail,
+    # not silently train on (and record) another folder
+    return dirs + ([DEBIAN_DIR] if root is None else [])
 
 
 def _find_in(folder: Path) -> Optional[Dict[str, Path]]:
@@ -70,7 +72,8 @@ def _download(root: Path) -> None:
 
 
 def locate_fashion_mnist(root: Optional[PathLike] = None, download: bool = True) -> Dict[str, Path]:
-    """Find the IDX files: ``root``, ``root/FashionMNIST/raw``, the Debian location, else torchvision download."""
+    """Find the IDX files: ``root``, ``root/FashionMNIST/raw``, the Debian location (only when ``root`` is None),
+    else torchvision download."""
     dirs = _search_dirs(root)
     for folder in dirs:
         found = _find_in(folder)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import traceback
 import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Type
 
@@ -68,15 +69,35 @@ def _load_entry_points() -> None:
             warnings.warn(f"could not load method plugin '{ep.name}' ({ep.value}): {err}", RuntimeWarning)
 
 
+def _origin(err: BaseException) -> str:
+    """``file:line`` where an import failed: the syntax error's position, else the innermost traceback frame."""
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{err.filename}:{err.lineno}"
+    frames = traceback.extract_tb(err.__traceback__)
+    frames = [f for f in frames if "importlib" not in f.filename] or frames
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
 def load_plugins(modules: Iterable[str]) -> None:
-    """Import modules that register methods (a suite's ``plugins:`` list)."""
+    """Import modules that register methods (a suite's ``plugins:`` list).
+
+    Any failure becomes one ``ImportError`` line naming the module, the error and where it happened.
+    """
     for mod in modules:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as err:
-            raise ModuleNotFoundError(
-                f"plugin module '{mod}' could not be imported ({err}); make it importable "
-                f"(install it or add its folder to PYTHONPATH)") from err
+            if err.name and (mod == err.name or mod.startswith(err.name + ".")):
+                raise ModuleNotFoundError(
+                    f"plugin module '{mod}' could not be imported ({err}); make it importable "
+                    f"(install it or add its folder to PYTHONPATH)") from err
+            raise ImportError(f"plugin module '{mod}' failed to import: {err} (at {_origin(err)}); install what "
+                              f"it needs or fix the module") from err
+        except Exception as err:  # SyntaxError, or anything the module raises while it runs
+            kind = "has a syntax error" if isinstance(err, SyntaxError) else "raised on import"
+            msg = err.msg if isinstance(err, SyntaxError) else str(err)
+            raise ImportError(f"plugin module '{mod}' {kind}: {type(err).__name__}: {' '.join(str(msg).split())} "
+                              f"(at {_origin(err)}); fix the module or remove it from plugins:") from err
 
 
 def list_methods() -> List[str]:

@@ -5,9 +5,10 @@ and teacher's outputs for a batch and returns named loss terms, which the harnes
 """
 from __future__ import annotations
 
-import difflib
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +56,60 @@ class MethodContext:
         return counts / counts.sum()
 
 
+_INTERVAL = re.compile(r"^\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s\])]+)\s*([\])])\s*$")
+
+
+def _parse_interval(text: str, where: str) -> Tuple[float, float, bool, bool]:
+    """``"(0, inf)"`` -> ``(low, high, low_closed, high_closed)``; a malformed declaration is a TypeError."""
+    m = _INTERVAL.match(str(text))
+    try:
+        low, high = float(m.group(2)), float(m.group(3))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        raise TypeError(f"{where}: {text!r} is not an interval such as '(0, inf)' or '[0, 1]'") from None
+    return low, high, m.group(1) == "[", m.group(4) == "]"  # type: ignore[union-attr]
+
+
+def _check_bounds(value: Any, text: str, where: str) -> None:
+    """Raise ValueError unless the number ``value`` lies in the interval ``text``."""
+    low, high, low_closed, high_closed = _parse_interval(text, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    ok = (value >= low if low_closed else value > low) and (value <= high if high_closed else value < high)
+    if not ok:
+        if math.isinf(high):
+            need = f"{'>=' if low_closed else '>'} {low:g}"
+        elif math.isinf(low):
+            need = f"{'<=' if high_closed else '<'} {high:g}"
+        else:
+            need = f"in {text.strip()}"
+        raise ValueError(f"{where} must be {need}, got {value!r}")
+
+
+def _check_type(value: Any, default: Any, where: str) -> Any:
+    """``value`` converted to its default's type (int 2 -> 2.0 for a float default); TypeError when it cannot be."""
+    if default is None:
+        return value
+    if value is None:
+        raise TypeError(f"{where} has no value (an empty `key:` or `key=`); give one like the default {default!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError(f"{where} must be true/false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
+        if isinstance(default, int):
+            if value != int(value):
+                raise TypeError(f"{where} must be a whole number (its default is {default}), got {value!r}")
+            return int(value)
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise TypeError(f"{where} must be a string, got {value!r}")
+    return value
+
+
 class Method(nn.Module):
     """Base class of every method.
 
@@ -62,36 +117,58 @@ class Method(nn.Module):
     available as attributes (``self.temperature``) and are stored in every run record. A method may
     own modules (e.g. a projector); the harness moves them to the device and trains them with the
     student. ``setup`` runs once before training with the frozen teacher and the un-augmented train set.
+
+    ``hparam_bounds`` (optional) maps a numeric hyper-parameter to its allowed interval, written as in
+    maths: ``{"temperature": "(0, inf)", "alpha": "[0, 1]", "warmup": "[0, inf)"}`` (``(``/``)`` open,
+    ``[``/``]`` closed). Every value is also type-checked against its default (bool -> true/false, int ->
+    integer, float -> finite number, str -> string; a None default accepts anything).
+    :meth:`validate_hparams` applies both, both when a suite is loaded and in ``__init__``.
     """
 
     name: ClassVar[str] = ""
     hparams: ClassVar[Dict[str, Any]] = {}
+    #: Allowed interval of numeric hyper-parameters, e.g. ``{"temperature": "(0, inf)"}`` (see the class docstring).
+    hparam_bounds: ClassVar[Dict[str, str]] = {}
     requires_teacher: ClassVar[bool] = True
     #: One line shown by ``python -m benchmark list`` and in the leaderboard legend.
     summary: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the ``hparam_bounds`` declaration when the class is defined (a typo fails at import)."""
+        super().__init_subclass__(**kwargs)
+        for key, text in cls.hparam_bounds.items():
+            if key not in cls.hparams:
+                raise TypeError(f"{cls.__qualname__}.hparam_bounds names '{key}', which is not in hparams")
+            _parse_interval(text, f"{cls.__qualname__}.hparam_bounds['{key}']")
+
+    @classmethod
+    def validate_hparams(cls, overrides: Mapping[str, Any], where: str = "") -> Dict[str, Any]:
+        """The defaults updated with ``overrides``, type- and range-checked; raises ValueError/TypeError.
+
+        The one validator of hyper-parameters: the config layer calls it on ``method_params`` while a suite
+        is loaded, ``__init__`` on what it is given. ``where`` prefixes messages (default: ``method '<name>'``).
+        """
+        where = where or f"method '{cls.name}'"
+        for key in overrides:
+            if key not in cls.hparams:
+                from benchmark.errors import unknown_name
+
+                raise ValueError(unknown_name(where, "hyper-parameter", key, sorted(cls.hparams)))
+        config: Dict[str, Any] = {}
+        for key, default in cls.hparams.items():
+            value = overrides.get(key, default)
+            if key in overrides:
+                value = _check_type(value, default, f"{where}: hyper-parameter '{key}'")
+                if key in cls.hparam_bounds:
+                    _check_bounds(value, cls.hparam_bounds[key], f"{where}: hyper-parameter '{key}'")
+            config[key] = value
+        return config
+
     def __init__(self, ctx: MethodContext, **overrides: Any) -> None:
         super().__init__()
-        unknown = sorted(set(overrides) - set(self.hparams))
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(key, list(self.hparams), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(
-                f"method '{self.name}' has no hyper-parameter '{key}'.{hint} "
-                f"Allowed: {', '.join(sorted(self.hparams)) or '(none)'}."
-            )
         self.ctx = ctx
-        self.config: Dict[str, Any] = {}
-        for key, default in self.hparams.items():
-            value = overrides.get(key, default)
-            if isinstance(default, bool) and not isinstance(value, bool):
-                raise TypeError(f"method '{self.name}': hyper-parameter '{key}' must be true/false, got {value!r}")
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise TypeError(f"method '{self.name}': hyper-parameter '{key}' must be a number, got {value!r}")
-                value = type(default)(value) if isinstance(default, float) else value
-            self.config[key] = value
+        self.config: Dict[str, Any] = self.validate_hparams(overrides)
+        for key, value in self.config.items():
             setattr(self, key, value)
         self.register_buffer("class_counts", torch.as_tensor(list(ctx.class_counts), dtype=torch.float32),
                              persistent=False)

@@ -34,6 +34,7 @@ class DIST(Method):
     """CE + DIST relation loss (inter- and intra-class Pearson), beta=gamma=2, T=4."""
 
     hparams = {"beta": 2.0, "gamma": 2.0, "temperature": 4.0}
+    hparam_bounds = {"beta": "[0, inf)", "gamma": "[0, inf)", "temperature": "(0, inf)"}
     summary = "DIST (Huang et al. 2022)"
 
     def forward(self, student, teacher, target, epoch):

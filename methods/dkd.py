@@ -51,6 +51,7 @@ class DKD(Method):
     """CE + min(epoch / warmup, 1) * dkd_loss; CIFAR defaults alpha=1, beta=8, T=4, warm-up 20 epochs."""
 
     hparams = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup": 20}
+    hparam_bounds = {"alpha": "[0, inf)", "beta": "[0, inf)", "temperature": "(0, inf)", "warmup": "[0, inf)"}
     summary = "DKD (Zhao et al. 2022)"
 
     def forward(self, student, teacher, target, epoch):

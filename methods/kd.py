@@ -23,6 +23,7 @@ class KD(Method):
     """(1 - alpha) * CE + alpha * kd_loss; CIFAR defaults T=4, alpha=0.9."""
 
     hparams = {"temperature": 4.0, "alpha": 0.9}
+    hparam_bounds = {"temperature": "(0, inf)", "alpha": "[0, 1]"}  # (1 - alpha) CE + alpha KD
     summary = "KD (Hinton et al. 2015)"
 
     def forward(self, student, teacher, target, epoch):

@@ -99,6 +99,8 @@ class KRDistill(Method):
 
     hparams = {"temperature": 4.0, "tau": 1.0, "gamma": 0.5, "alpha": 1.0, "beta": 1.0, "warmup": 20,
                "use_rep": True, "use_logit": True}
+    hparam_bounds = {"temperature": "(0, inf)", "tau": "[0, inf)", "gamma": "[0, inf)", "alpha": "[0, inf)",
+                     "beta": "[0, inf)", "warmup": "[0, inf)"}
     summary = "KRDistill (reconstruction from the abstract)"
 
     def __init__(self, ctx: MethodContext, **overrides) -> None:

@@ -15,6 +15,7 @@ class LAKD(Method):
     """CE(z_s + tau*log(pi), y) + alpha * kd_loss(z_s, z_t - tau*log(pi), T)."""
 
     hparams = {"tau": 1.0, "temperature": 4.0, "alpha": 1.0}
+    hparam_bounds = {"tau": "[0, inf)", "temperature": "(0, inf)", "alpha": "[0, inf)"}
     summary = "Logit-adjusted KD (teacher z_t - tau log pi, logit-adjusted CE)"
 
     def forward(self, student, teacher, target, epoch):

@@ -71,6 +71,7 @@ class LTKD(Method):
     """CE + rebalanced cross-group KL + equally weighted within-group KLs (reconstruction)."""
 
     hparams = {"temperature": 4.0, "alpha": 1.0, "beta": 1.0, "rebalance": True, "uniform_within": True}
+    hparam_bounds = {"temperature": "(0, inf)", "alpha": "[0, inf)", "beta": "[0, inf)"}
     summary = "LTKD (Kim 2026; reconstruction from the abstract)"
 
     def __init__(self, ctx: MethodContext, **overrides) -> None:
