@@ -174,12 +174,22 @@ def _add_submitit_options(p: argparse.ArgumentParser) -> None:
                    help="submit and return; `python -m benchmark report` rebuilds the leaderboard later")
 
 
+def _prog() -> str:
+    """How the user called us: ``python -m benchmark`` when run as a module, else ``ltkd-bench`` (console script)."""
+    return "python -m benchmark" if Path(sys.argv[0]).name == "__main__.py" else "ltkd-bench"
+
+
 def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    prog = _prog()
     parser = _OneLineParser(
-        prog="python -m benchmark",
+        prog=prog,
         description="ltkd-bench: knowledge distillation on long-tailed image classification. "
-                    "`python -m benchmark run` with no arguments runs the quick suite on Fashion-MNIST-LT.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+                    f"`{prog} run` with no arguments runs the quick suite on Fashion-MNIST-LT.")
+    parser.add_argument("--version", action="version", version=f"ltkd-bench {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (COMMAND --help for its options)")
 
     p = sub.add_parser("run", help="train teachers and students of a suite, write records and leaderboards",
                        description="Expand the suite's grid, skip runs whose record exists (resume), train the "
@@ -188,11 +198,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/)")
     p.add_argument("--executor", choices=["local", "submitit"], default="local",
                    help="local: this process (or torchrun's); submitit: Slurm job arrays")
-    p.add_argument("--dry-run", action="store_true", help="print the run specs and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every run (done / to do / failed), its recipe and the data it needs, then exit "
+                        "(exit 1 when data is missing)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="retrain runs recorded as failed deterministically (non-finite loss, invalid value); "
+                        "by default they are not retried")
+    p.add_argument("--retrain-stale", action="store_true",
+                   help="retrain runs whose record came from other code (another code fingerprint)")
+    p.add_argument("--one-at-a-time", action="store_true",
+                   help="train the runs of a cell one after the other instead of in lockstep (debugging; same "
+                        "numbers, slower)")
+    p.add_argument("--no-keep-students", action="store_true",
+                   help="do not keep each student's final weights in <out>/checkpoints/students/ (huge grids)")
     _add_submitit_options(p)
 
     p = sub.add_parser("list", help="list suites, methods, datasets and models")
-    p.add_argument("what", nargs="?", choices=["all", "suites", "methods", "datasets", "models"], default="all")
+    p.add_argument("what", nargs="?", choices=["all", "suites", "methods", "datasets", "models"], default="all",
+                   help="what to list (default: all)")
 
     p = sub.add_parser("report", help="regenerate leaderboard.md/.csv and plots from the run records")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/)")
@@ -204,69 +227,145 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, help="reference JSON (default: the suite's `reference:`)")
     p.add_argument("--update-reference", action="store_true", help="write the measured numbers as the reference")
 
-    p = sub.add_parser("prepare", help="check a dataset folder and say exactly what is missing")
+    p = sub.add_parser("prepare", help="download (where allowed) and check a dataset folder, saying exactly what is "
+                                       "missing or corrupt",
+                       description="Check a dataset's files (presence, counts, checksums; every image of ImageNet-LT / "
+                                   "Places-LT exists and decodes). --download fetches Fashion-MNIST and CIFAR with "
+                                   "torchvision's downloader and checksums first. Exit 0: ready, 1: problems found, "
+                                   "2: cannot download (the message says where to get the data). See docs/data.md.")
     p.add_argument("--dataset", required=True, help="fmnist-lt, cifar10-lt, cifar100-lt, imagenet-lt, places-lt")
-    p.add_argument("--root", help="the dataset folder")
+    p.add_argument("--root", help="the dataset folder (default: the dataset's own under $LTKD_DATA or ./data, the "
+                                  "folder the suites read)")
+    p.add_argument("--download", action="store_true",
+                   help="first fetch the files into the folder (fmnist-lt, cifar10-lt, cifar100-lt; skipped when present)")
+    p.add_argument("--no-decode", action="store_true",
+                   help="ImageNet-LT / Places-LT: only check that images exist, do not decode each one")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads decoding images (default: min(8, CPU cores))")
+    p.add_argument("--max-listed", type=int, default=5, metavar="N",
+                   help="file names listed per problem (default: 5; the count is always given)")
 
     p = sub.add_parser("speed", help="images/s of ltkd-bench's KD step vs a usual eager pipeline vs pure compute")
-    p.add_argument("--teacher", default="cifar_cnn_small")
-    p.add_argument("--student", default="cifar_cnn_tiny")
-    p.add_argument("--image-size", type=int, default=28)
-    p.add_argument("--in-chans", type=int, default=1)
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--teacher", default="cifar_cnn_small", help="teacher model (default: cifar_cnn_small)")
+    p.add_argument("--student", default="cifar_cnn_tiny", help="student model (default: cifar_cnn_tiny)")
+    p.add_argument("--image-size", type=int, default=28, help="side of the synthetic square images (default: 28)")
+    p.add_argument("--in-chans", type=int, default=1, help="input channels (default: 1)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes (default: 10)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size (default: 64)")
     p.add_argument("--steps", type=int, default=100, help="timed steps per path")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default): CUDA if present, else CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the ltkd-bench step (paths a and c)")
+    p.add_argument("--grid", action="store_true",
+                   help="instead: time a cell of every method trained in lockstep vs one at a time, for the quick "
+                        "pair and resnet32x4->resnet8x4 (--steps per round; default 6)")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+
+    from .eval_cmd import add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import expand_grid, run_suite
+    from . import distributed as D
+    from .device import configure_backends
+    from .executors import create_executor
+    from .results import regenerate
+    from .runner import RunOptions, expand_grid, summarize_outcomes
 
     cfg = build_config(args)
-    specs = expand_grid(cfg)
-    if args.dry_run:
-        for s in specs:
-            print(s.run_id)
-        return 0
-    if args.executor == "submitit":
-        from .executors import submit_suite
-
-        return submit_suite(cfg, args.out, args)
-    from . import distributed as D
-
     D.init_from_env(cfg.device)  # under torchrun: one process group, this rank's device
     try:
-        D.check_batch_sizes(cfg)
         device = D.local_device(cfg.device)
-        _configure(cfg, device)
+        specs = expand_grid(cfg, device)
+        if args.dry_run:
+            return dry_run(cfg, specs, args.out, device)
+        D.check_batch_sizes(cfg)
+        configure_backends(device, cfg.deterministic)
+        executor = create_executor(args.executor, **(slurm_options(args) if args.executor == "submitit" else {}))
         main = D.is_main()
+        opts = RunOptions(args.out, device, progress=not args.no_progress, together=not args.one_at_a_time,
+                          retry_failed=args.retry_failed, retrain_stale=args.retrain_stale,
+                          keep_students=not args.no_keep_students, log=print if main else D.rank_log)
         n_t = sum(s.role == "teacher" for s in specs)
         procs = f" x {D.world_size()} processes (DDP)" if D.world_size() > 1 else ""
         if main:
             print(f"suite '{cfg.name}': {len(specs)} runs ({n_t} teachers, {len(specs) - n_t} students) on "
                   f"{device}{procs}; results in {args.out}/")
-        counts = run_suite(cfg, args.out, device, progress=not args.no_progress, log=print if main else D.rank_log)
+        outcomes = executor.run(cfg, specs, opts)
         if main:
-            print(f"done: {counts['ran']} ran, {counts['skipped']} skipped (already recorded), {counts['failed']} "
-                  f"failed. Leaderboard: {args.out / 'leaderboard.md'}")
+            text = regenerate(args.out)  # also when every run was already recorded
+            for o in outcomes:
+                if o.note:
+                    print(f"note: {o.run_id}: {o.note}")
+            summary, rc = summarize_outcomes(outcomes)
+            print(summary + (f". Leaderboard: {args.out / 'leaderboard.md'}" if text is not None else ""))
+            _print_verdict(cfg, [o.record for o in outcomes if o.record is not None])
         D.barrier()
-        return 1 if counts["failed"] else 0
+        return rc if main else 0
     finally:
         D.cleanup()
 
 
-def _configure(cfg: SuiteConfig, device) -> None:
-    import torch
+def _print_verdict(cfg: SuiteConfig, records: list) -> None:
+    """Compare this grid's runs with the suite's committed reference numbers, one line per run."""
+    from .check import load_reference, reference_path, reproduction_lines
 
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg.deterministic
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    path = reference_path(cfg)
+    if not path.exists() or not records:
+        return
+    try:
+        lines, off = reproduction_lines(records, load_reference(path))
+    except ConfigError as err:
+        print(f"reproduction: not compared ({err})")
+        return
+    print(f"reproduction against {path.name} (committed reference numbers of suite '{cfg.name}'):")
+    print("\n".join(lines))
+    print(f"reproduction: {len(lines) - off} of {len(lines)} runs reproduced" + (f", {off} off" if off else ""))
+
+
+def dry_run(cfg: SuiteConfig, specs: list, out: Path, device) -> int:
+    """Each run's status in ``out`` (done / to do / failed), its recipe and the data it needs; exit 1 when
+    some data is missing."""
+    import datasets as ds
+
+    from .results import RunStore
+
+    store = RunStore(out)
+    missing = {}
+    for entry in cfg.datasets:
+        for imb in entry.imbalance_factors:
+            kw = {} if imb is None else {"imbalance_factor": imb}
+            try:
+                ds.build_dataset(entry.name, root=entry.root, split="train", seed=entry.data_seed, **kw,
+                                 **entry.options)
+            except (FileNotFoundError, ValueError, RuntimeError) as err:
+                missing[entry.name] = str(err).splitlines()[0]
+    for s in specs:
+        rec = store.load(s.run_id)
+        status = "to do" if rec is None else ("done" if rec.get("status") == "ok" else "failed")
+        r = dict(s.recipe)
+        who = f"teacher {s.arch}" if s.role == "teacher" else f"{s.teacher_arch}->{s.arch} {s.method}"
+        data = f"{s.dataset}" + (f" IF {s.imbalance_factor:g}" if s.imbalance_factor else "")
+        print(f"{status:6s} {s.run_id}  {who}, {data}, {r['epochs']} ep x batch {r['batch_size']}, lr "
+              f"{s.student_lr or r['lr']:g} {r['schedule']}" + (f"  [data MISSING]" if s.dataset in missing else ""))
+    for name, why in missing.items():
+        print(f"missing data for {name}: {why}", file=sys.stderr)
+    n = {k: sum(1 for s in specs if (store.load(s.run_id) or {}).get("status", "to do") == k)
+         for k in ("ok", "failed", "to do")}
+    print(f"{len(specs)} runs on {device}: {n['ok']} done, {n['to do']} to do, {n['failed']} failed")
+    return 1 if missing else 0
+
+
+def slurm_options(args: argparse.Namespace) -> dict:
+    """The ``--slurm-*`` options as the submitit executor's keyword arguments."""
+    from .executors.slurm import SlurmOptions
+
+    return {"partition": args.slurm_partition, "time": args.slurm_time, "gpus_per_task": args.gpus_per_task,
+            "cpus_per_task": args.cpus_per_task, "array_parallelism": args.array_parallelism,
+            "runs_per_task": args.runs_per_task, "extra": SlurmOptions.parse_extra(args.slurm_extra or []),
+            "local": args.slurm_local, "wait": not args.no_wait}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -313,13 +412,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import distributed as D
-    from .check import run_check
+    from .check import CheckOptions, run_check
+    from .device import configure_backends
 
     cfg = build_config(args)
     D.init_from_env(cfg.device)  # under torchrun: rank 0 compares, every rank trains
     try:
         D.check_batch_sizes(cfg)
-        return run_check(args, cfg)
+        device = D.local_device(cfg.device)
+        configure_backends(device, cfg.deterministic)
+        opts = CheckOptions(out=args.out, reference=args.reference, update_reference=args.update_reference,
+                            progress=not args.no_progress)
+        return run_check(cfg, opts, device, log=print if D.is_main() else D.rank_log)
     finally:
         D.cleanup()
 
@@ -327,9 +431,25 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     import datasets as ds
 
-    report = ds.verify_dataset(args.dataset, args.root)
+    if args.download:
+        try:
+            ds.download_dataset(args.dataset, args.root)
+        except ds.DownloadUnavailable as err:  # ImageNet-LT / Places-LT: where to get them, in one line
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except RuntimeError as err:  # the download or its checksum failed
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    report = ds.verify_dataset(args.dataset, args.root, decode=not args.no_decode, workers=args.workers,
+                               max_listed=args.max_listed)
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval_cmd import cmd_eval as run_eval
+
+    return run_eval(args)
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
@@ -339,7 +459,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "check": cmd_check,
-            "prepare": cmd_prepare, "speed": cmd_speed}
+            "prepare": cmd_prepare, "speed": cmd_speed, "eval": cmd_eval}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -11,6 +11,7 @@ as strings) and an error for a key given twice in one mapping (YAML 1.1 silently
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import re
 import typing
@@ -29,7 +30,7 @@ __all__ = [
     "method_names",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(str(importlib.resources.files("configs")))  # shipped with the package (wheel installs too)
 
 
 class ConfigError(ValueError):

@@ -19,8 +19,10 @@ from typing import Any, Optional, Tuple
 
 import torch
 
+from .device import resolve_device
+
 __all__ = ["env_world_size", "init_from_env", "local_device", "rank", "world_size", "is_main", "barrier",
-           "broadcast", "cleanup", "rank_log", "check_batch_sizes", "average_bn_stats"]
+           "broadcast", "all_gather_object", "cleanup", "rank_log", "check_batch_sizes", "average_bn_stats"]
 
 
 def env_world_size() -> int:
@@ -55,8 +57,6 @@ def is_main() -> bool:
 
 
 def _wants_cuda(device_pref: str) -> bool:
-    from .train import resolve_device
-
     return resolve_device(device_pref).type == "cuda"
 
 
@@ -97,8 +97,6 @@ def init_from_env(device_pref: str = "auto") -> Tuple[int, int, int]:
 
 def local_device(device_pref: str = "auto") -> torch.device:
     """The device this process trains on: ``resolve_device`` and, on CUDA, ``cuda:LOCAL_RANK``."""
-    from .train import resolve_device
-
     dev = resolve_device(device_pref)
     if dev.type != "cuda":
         return dev
@@ -116,6 +114,17 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
         dist.all_reduce(t)
     return t
+
+
+def all_gather_object(obj: Any) -> list:
+    """Every rank's ``obj`` in rank order (``[obj]`` in a single process)."""
+    import torch.distributed as dist
+
+    if world_size() <= 1:
+        return [obj]
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

@@ -10,9 +10,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["per_class_counts", "summarize", "GROUPS"]
+__all__ = ["per_class_counts", "summarize", "GROUPS", "METRICS"]
 
 GROUPS = ("many", "medium", "few", "head", "middle", "tail")
+METRICS = ("overall",) + GROUPS  # every accuracy a record's ``final`` / ``best`` holds
 
 
 @torch.inference_mode()

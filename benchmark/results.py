@@ -1,27 +1,31 @@
-"""Run store and reporting: atomic JSON run records -> leaderboard.md / .csv and per-class plots.
+"""Run store and reporting: atomic JSON run records -> leaderboard.md / .csv and plots (PNG + SVG).
 
-Tables and plots are generated only from the records in ``<out>/runs/``. Each record is written with
-a temp file + rename, and regeneration holds a file lock, so two processes sharing a results folder
-never corrupt or lose a record or a table.
+Tables and plots are generated only from the records in ``<out>/runs/`` (and the test predictions
+beside them): rows are settings-exact (``benchmark.leaderboard``), plots in ``benchmark.plots``. Each
+file is written with a temp file + rename (mode 0644), and regeneration holds a file lock, so two
+processes sharing a results folder never corrupt or lose a record or a table.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 __all__ = ["RunStore", "atomic_write_text", "leaderboard_frame", "write_leaderboard", "write_plots", "regenerate"]
 
 METRICS = ("overall", "many", "medium", "few", "head", "middle", "tail")
 
 
+FILE_MODE = 0o644  # results are read by others (mkstemp alone would leave 0600)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``; mode 0644."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -30,6 +34,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -73,6 +78,51 @@ class RunStore:
 
     def teacher_weights(self, run_id: str) -> Path:
         return self.checkpoints / "teachers" / f"{run_id}.pt"
+
+    def student_weights(self, run_id: str) -> Path:
+        """A student's final state dict (``python -m benchmark eval`` reads it)."""
+        return self.checkpoints / "students" / f"{run_id}.pt"
+
+    def predictions_path(self, run_id: str) -> Path:
+        """The final epoch's argmax per test image (``pred``, test-set order), for paired comparisons."""
+        return self.runs / f"{run_id}.predictions.npz"
+
+    def log_path(self, run_id: str) -> Path:
+        return self.out / "logs" / f"{run_id}.log"
+
+    def metrics_path(self, run_id: str) -> Path:
+        """Per-epoch metrics, one CSV row per epoch (like timm's summary.csv)."""
+        return self.out / "logs" / f"{run_id}.csv"
+
+    def append_log(self, run_id: str, line: str) -> None:
+        path = self.log_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+
+    def epoch_logger(self, run_id: str) -> Callable[[Dict[str, Any]], None]:
+        """A callback writing each epoch's row to the run's log file, metrics CSV and (if installed) TensorBoard."""
+        import csv
+
+        writer = _tensorboard_writer(self.out / "tensorboard" / run_id)
+
+        def on_epoch(row: Dict[str, Any]) -> None:
+            self.append_log(run_id, "epoch " + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                                        for k, v in row.items()))
+            path = self.metrics_path(run_id)
+            new = not path.exists()
+            with open(path, "a", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, (int, float)):
+                        writer.add_scalar(k, v, row["epoch"])
+                writer.flush()
+
+        return on_epoch
 
     def exists(self, run_id: str) -> bool:
         """A finished run (its record exists and says ok)."""
@@ -145,6 +195,15 @@ def _arch(rec: Dict[str, Any]) -> str:
     return rec.get("arch") or rec["student_arch"]
 
 
+def _tensorboard_writer(folder: Path):
+    """A TensorBoard ``SummaryWriter`` when the optional ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -153,177 +212,75 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-# ----------------------------------------------------------------------------- tables
+# ----------------------------------------------------------------------------- tables and plots
+# Settings-exact rows and the paired "Δ vs kd" columns: benchmark/leaderboard.py; plots: benchmark/plots.py.
 
-def dataset_label(rec: Dict[str, Any]) -> str:
-    """The dataset's name plus any non-default build options (``fmnist-lt (n_max=600)``)."""
-    opts = rec.get("data_options") or {}
-    return rec["dataset"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + ")" if opts else "")
+from .settings import dataset_label  # noqa: E402  (re-exported: check.run_label names runs with it)
 
 
-def leaderboard_frame(records: List[Dict[str, Any]], epoch: str = "final"):
-    """One row per (dataset, IF, pair, method): mean and std over seeds of every metric."""
-    import pandas as pd
-
-    rows = []
-    for rec in records:
-        if rec.get("status") != "ok":
-            continue
-        res = rec[epoch]
-        row = {"dataset": dataset_label(rec), "imbalance_factor": rec.get("imbalance_factor"),
-               "teacher": rec.get("teacher_arch") if rec["role"] == "student" else rec["student_arch"],
-               "student": rec["student_arch"], "role": rec["role"],
-               "method": rec["method"] if rec["role"] == "student" else "teacher (ce)",
-               "seed": rec["seed"], "epoch": res["epoch"]}
-        for m in METRICS:
-            row[m] = res.get(m)
-        for g, n in res["group_sizes"].items():
-            row[f"n_{g}"] = n
-        rows.append(row)
-    if not rows:
-        return pd.DataFrame()
-    df = pd.DataFrame(rows)
-    keys = ["dataset", "imbalance_factor", "teacher", "student", "role", "method"]
-    agg = {m: ["mean", "std"] for m in METRICS}
-    agg.update({"seed": "count", "epoch": "max"})
-    agg.update({c: "first" for c in df.columns if c.startswith("n_")})
-    out = df.groupby(keys, dropna=False, sort=False).agg(agg)
-    out.columns = [f"{a}_{b}" if b not in ("first", "count", "max") else a for a, b in out.columns]
-    out = out.rename(columns={"seed": "seeds"}).reset_index()
-    return out
+def _record_path(out: Path) -> Callable[[Dict[str, Any]], str]:
+    """A function naming a record's file under ``out``, for errors (duplicate seed of one setting)."""
+    return lambda rec: str(Path(out) / "runs" / f"{rec.get('run_id')}.json")
 
 
-def _fmt(mean: Any, std: Any) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {std:.2f}"
+def leaderboard_frame(records: List[Dict[str, Any]], out: Optional[os.PathLike | str] = None):
+    """One line per exact setting (all its seeds): mean/std of every metric, label, run ids, Δ vs kd.
+
+    ``out`` is the results folder holding the predictions; without it the Δ columns stay empty.
+    """
+    from . import leaderboard as lb
+
+    rows = lb.build_rows(records, _record_path(Path(out or ".")))
+    deltas = lb.compute_deltas(rows, Path(out)) if out is not None else {}
+    return lb.frame(rows, deltas)
 
 
-def write_leaderboard(records: List[Dict[str, Any]], out: Path) -> Optional[str]:
-    """``leaderboard.md`` (tabulate, GitHub Markdown) and ``leaderboard.csv`` (pandas) from records."""
-    from tabulate import tabulate
+def _write_tables(rows: list, records: List[Dict[str, Any]], out: Path) -> str:
+    from . import leaderboard as lb
 
-    final = leaderboard_frame(records, "final")
-    if final.empty:
-        return None
-    best = leaderboard_frame(records, "best")
-    atomic_write_text(out / "leaderboard.csv", final.to_csv(index=False))
-    lines = ["# ltkd-bench leaderboard", "",
-             "Generated by `python -m benchmark report` from the run records in `runs/`; do not edit by hand.",
-             "Accuracy in % on the balanced test split, final epoch (no model selection on test), mean ± std over "
-             "seeds. Shot groups from TRAIN counts: many > 100, medium 20..100, few < 20 images; head / middle / "
-             "tail are thirds of the classes by training frequency. `best` is the best evaluated epoch "
-             "(selected on test; reported for comparison with papers that do so).", ""]
-    sections = final.groupby(["dataset", "imbalance_factor", "teacher"], dropna=False, sort=False)
-    for (dataset, imb, teacher), part in sections:
-        first = part.iloc[0]
-        sizes = {g: int(first[f"n_{g}"]) for g in ("many", "medium", "few", "head", "middle", "tail")}
-        students = sorted(set(part.loc[part.role == "student", "student"]))
-        title = f"## {dataset}" + (f", imbalance factor {imb:g}" if imb == imb and imb is not None else "")
-        title += f" — teacher {teacher}" + (f" → student {', '.join(students)}" if students else "")
-        lines += [title, ""]
-        empty = [g for g in ("many", "medium", "few") if sizes[g] == 0]
-        lines.append("Classes per group: " + ", ".join(f"{g} {n}" for g, n in sizes.items()) + ".")
-        if empty:
-            lines.append(f"No class falls in {' / '.join(empty)} on this dataset (strict 100/20 rule): those "
-                         "columns are empty; use head / middle / tail.")
-        lines.append("")
-        headers = ["method", "student", *[f"{m} ({sizes[m]} cls)" if m in sizes else m for m in METRICS],
-                   "best overall", "seeds"]
-        table = []
-        order = part.sort_values(["role", "overall_mean"], ascending=[False, False])
-        for _, r in order.iterrows():
-            b = best[(best.dataset == r.dataset) & (best.teacher == r.teacher) & (best.student == r.student)
-                     & (best.method == r.method)
-                     & ((best.imbalance_factor == r.imbalance_factor) | best.imbalance_factor.isna())]
-            best_txt = _fmt(b.iloc[0]["overall_mean"], b.iloc[0]["overall_std"]) if len(b) else "—"
-            table.append([f"**{r.method}**" if r.role == "teacher" else r.method, r.student,
-                          *[_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS], best_txt, int(r.seeds)])
-        lines.append(tabulate(table, headers=headers, tablefmt="github", disable_numparse=True))
-        lines.append("")
-    legend = _method_legend({r["method"] for r in records if r.get("role") == "student"})
-    if legend:
-        lines += ["Methods:", "", *legend, ""]
-    failed = [r for r in records if r.get("status") != "ok"]
-    if failed:
-        lines += ["Failed runs (not in the tables):", ""]
-        lines += [f"- `{r['run_id']}`: {r.get('reason')}" for r in failed]
-        lines.append("")
-    text = "\n".join(lines)
+    deltas = lb.compute_deltas(rows, out)
+    text = lb.markdown(rows, deltas, records)
+    atomic_write_text(out / "leaderboard.csv", lb.csv_text(lb.frame(rows, deltas)))
     atomic_write_text(out / "leaderboard.md", text)
     return text
 
 
-def _method_legend(names) -> List[str]:
-    try:
-        import methods
-    except ImportError:  # pragma: no cover
-        return []
-    out = []
-    for name in sorted(names):
-        try:
-            cls = methods.get_method(name)
-        except KeyError:
-            continue
-        if cls.summary:
-            out.append(f"- `{name}`: {cls.summary}")
-    return out
+def write_leaderboard(records: List[Dict[str, Any]], out: Path) -> Optional[str]:
+    """``leaderboard.md`` and ``leaderboard.csv`` (2 decimals, run ids, settings labels) from records.
+
+    Returns the Markdown, or None when no run finished ok. Two records of one seed and one setting
+    raise ValueError naming both files.
+    """
+    from . import leaderboard as lb
+
+    out = Path(out)
+    rows = lb.build_rows(records, _record_path(out))
+    return _write_tables(rows, records, out) if rows else None
 
 
-def write_plots(records: List[Dict[str, Any]], out: Path) -> List[Path]:
-    """A PNG per (dataset, IF, teacher): per-class accuracy against training-class size, every method."""
-    import matplotlib
+def write_plots(records: List[Dict[str, Any]], out: Path,
+                per_class_methods: Optional[List[str]] = None) -> List[Path]:
+    """Per table: tail-vs-overall, group bars and per-class plots (PNG + SVG) in ``out/plots``."""
+    from . import leaderboard as lb
+    from .plots import write_plots as _plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups: Dict[tuple, List[Dict[str, Any]]] = {}
-    for rec in records:
-        if rec.get("status") == "ok":
-            groups.setdefault((dataset_label(rec), rec.get("imbalance_factor"), rec.get("teacher_arch") or
-                               rec["student_arch"]), []).append(rec)
-    written = []
-    for (dataset, imb, teacher), recs in groups.items():
-        by_method: Dict[str, List[Dict[str, Any]]] = {}
-        for rec in recs:
-            label = rec["method"] if rec["role"] == "student" else f"teacher {rec['student_arch']}"
-            by_method.setdefault(label, []).append(rec)
-        fig, ax = plt.subplots(figsize=(8, 5))
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 distinct colours: one per method on a full grid
-        for label, rs in sorted(by_method.items()):
-            counts = rs[0]["class_counts"]
-            accs = [sum(r["final"]["per_class_acc"][c] for r in rs) / len(rs) for c in range(len(counts))]
-            order = sorted(range(len(counts)), key=lambda c: -counts[c])
-            style = {"color": "black", "linewidth": 2.5} if label.startswith("teacher") else {}
-            ax.plot([counts[c] for c in order], [accs[c] for c in order], marker=".", label=label, **style)
-        ax.set_xscale("log")
-        ax.set_xlabel("training images of the class (log scale)")
-        ax.set_ylabel("test accuracy of the class (%)")
-        ax.set_title(f"{dataset}" + (f" IF {imb:g}" if imb is not None else "") + f", teacher {teacher}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
-        fig.tight_layout()
-        stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in dataset).strip("_")
-        name = f"{stem}_if{imb:g}_{teacher}.png" if imb is not None else f"{stem}_{teacher}.png"
-        path = out / "plots" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        os.replace(tmp, path)
-        written.append(path)
-    return written
+    out = Path(out)
+    rows = lb.build_rows(records, _record_path(out))
+    return _plots(list(lb.sections(rows).values()), out, per_class_methods)
 
 
 def regenerate(out: os.PathLike | str) -> Optional[str]:
     """Rebuild tables and plots from every record in ``out`` (under a lock: concurrent runs are safe)."""
+    from . import leaderboard as lb
+    from .plots import write_plots as _plots
+
     out = Path(out)
     store = RunStore(out)
     with file_lock(out / ".lock"):
         records = store.records()
-        text = write_leaderboard(records, out)
-        if text is not None:
-            write_plots(records, out)
+        rows = lb.build_rows(records, _record_path(out))
+        if not rows:
+            return None
+        text = _write_tables(rows, records, out)
+        _plots(list(lb.sections(rows).values()), out)
     return text

@@ -1,37 +1,43 @@
-"""Grid -> run specs -> execution. A spec hashes to a stable ``run_id``; finished runs are skipped.
+"""From a suite to records: run specs, cells, and the one run loop every executor calls (:func:`run_specs`).
 
-Teachers are runs too (role ``teacher``, method ``ce``): trained once per (dataset, imbalance, arch,
-seed, recipe), their weights cached under ``<out>/checkpoints/teachers/`` and their accuracy reported
-like any row. Every student spec names its teacher's ``run_id``.
+config -> :func:`expand_grid` (one :class:`RunSpec` per dataset x IF x pair x method x seed, plus the
+teachers; the run id hashes the effective settings) -> :func:`cells` (student specs sharing data, teacher,
+architecture, seed and recipe) -> :class:`GridRunner` (teacher from cache or trained as a cell of one; the
+cell trained in lockstep by :class:`~benchmark.train.Trainer`) -> records, predictions, student weights and
+logs in the :class:`~benchmark.results.RunStore` -> tables (:func:`~benchmark.results.regenerate`).
 """
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import hashlib
 import json
-import platform
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from .config import DatasetEntry, SuiteConfig, TrainRecipe, method_names
-from .distributed import barrier, broadcast, is_main, world_size
+import methods
+
+from .config import ConfigError, DatasetEntry, Pair, SuiteConfig, TrainRecipe, effective_method_params, method_names
+from .data import build_data
+from .device import effective_recipe
+from .distributed import barrier, broadcast, is_main
+from .fileio import atomic_savez, atomic_torch_save
+from .models import create_model, feature_dim
+from .provenance import RESULTS_FAMILY, code_info, environment_info
 from .results import RunStore, file_lock, regenerate
+from .train import RunInterrupted, StopRequest, Trainer, TrainResult
 
-__all__ = ["RunSpec", "expand_grid", "GridRunner", "run_suite", "environment_info"]
-
-REPO_DIR = Path(__file__).resolve().parent.parent
+__all__ = ["RunSpec", "RunOptions", "Outcome", "expand_grid", "teacher_spec", "cells", "GridRunner", "run_specs",
+           "summarize_outcomes"]
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines one run's numbers (and nothing machine-local)."""
+    """Everything that determines one run's numbers (and nothing machine-local); ``run_id`` hashes it."""
 
     role: str  # teacher | student
     dataset: str
@@ -41,11 +47,13 @@ class RunSpec:
     method: str
     method_params: Tuple[Tuple[str, Any], ...]
     seed: int
-    recipe: Tuple[Tuple[str, Any], ...]
-    base_lr: Optional[float] = None
+    recipe: Tuple[Tuple[str, Any], ...]  # the effective recipe (as the device runs it)
+    student_lr: Optional[float] = None
     teacher_arch: Optional[str] = None
     teacher_id: Optional[str] = None
     data_options: Tuple[Tuple[str, Any], ...] = ()
+    init: Optional[str] = None  # teachers: the weights they start from (None: from scratch; see teacher_init)
+    family: str = RESULTS_FAMILY
 
     @property
     def run_id(self) -> str:
@@ -55,228 +63,405 @@ class RunSpec:
         who = self.arch if self.role == "teacher" else f"{self.teacher_arch}-{self.arch}"
         return f"{self.dataset}{imb}_{who}_{self.method if self.role == 'student' else 'teacher'}_s{self.seed}_{digest}"
 
-    @property
-    def params(self) -> Dict[str, Any]:
-        return dict(self.method_params)
+    def train_recipe(self) -> TrainRecipe:
+        fields = {f.name for f in dataclasses.fields(TrainRecipe)}
+        return TrainRecipe(**{k: list(v) if isinstance(v, tuple) else v for k, v in self.recipe if k in fields})
 
     @property
-    def train_recipe(self) -> TrainRecipe:
-        return TrainRecipe(**dict((k, list(v) if isinstance(v, tuple) else v) for k, v in self.recipe))
+    def cell_key(self) -> tuple:
+        """Specs with the same key train in one cell: same data stream, teacher, student, seed and recipe."""
+        return (self.dataset, self.imbalance_factor, self.data_seed, self.data_options, self.teacher_id, self.arch,
+                self.seed, self.recipe, self.student_lr)
 
 
 def _freeze(d: Dict[str, Any]) -> Tuple[Tuple[str, Any], ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
 
 
-def resolved_method_params(name: str, cfg: SuiteConfig) -> Dict[str, Any]:
-    """The method's declared defaults updated with the suite's ``method_params``."""
-    import methods
-
-    params = dict(methods.get_method(name).hparams)
-    params.update(cfg.method_params.get(name, {}))
-    return params
-
-
-def teacher_spec(cfg: SuiteConfig, spec: "RunSpec | DatasetEntry", imbalance_factor: Optional[float], arch: str,
-                 seed: int) -> RunSpec:
-    """The teacher run: CE on the same long-tailed data (that of a dataset entry or of a student spec)."""
-    if isinstance(spec, DatasetEntry):
-        dataset, data_seed, options = spec.name, spec.data_seed, _freeze(spec.options)
-    else:
-        dataset, data_seed, options = spec.dataset, spec.data_seed, spec.data_options
-    return RunSpec("teacher", dataset, imbalance_factor, data_seed, arch, "ce",
-                   _freeze(resolved_method_params("ce", cfg)), seed, _freeze(dataclasses.asdict(cfg.teacher_train)),
-                   data_options=options)
+@lru_cache(maxsize=None)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:  # the stat fields key the cache
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def expand_grid(cfg: SuiteConfig) -> List[RunSpec]:
+def teacher_init(pair: Pair) -> Optional[str]:
+    """Where the pair's teacher starts: None (from scratch), ``timm`` or ``sha256:<hex>`` of a local file (so
+    the run id changes with the weights, not with where the file lies)."""
+    if pair.teacher_weights is None:
+        return None
+    if pair.teacher_weights == "timm":
+        return "timm"
+    path = Path(pair.teacher_weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"pairs: teacher_weights '{pair.teacher_weights}' is not a file; give a weights file "
+                          "(state dict, .pth / .safetensors) or 'timm' for timm's pretrained weights")
+    st = path.stat()
+    return f"sha256:{_file_sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)}"
+
+
+def _file_overlay(arch: str, path: Path) -> Dict[str, Any]:
+    """timm's ``pretrained_cfg_overlay`` for a local weights file, with the file's own class count, so that
+    timm keeps a classifier of the right size (weights trained on this very split) and drops any other."""
+    import timm
+
+    overlay: Dict[str, Any] = {"file": str(path)}
+    classifier = timm.models.get_pretrained_cfg_value(arch, "classifier")
+    if isinstance(classifier, str):
+        state = timm.models.load_state_dict(str(path))
+        weight = state.get(f"{classifier}.weight")
+        if weight is not None:
+            overlay["num_classes"] = int(weight.shape[0])
+    return overlay
+
+
+def teacher_spec(cfg: SuiteConfig, entry: DatasetEntry, imbalance_factor: Optional[float], pair: Pair, seed: int,
+                 device: torch.device) -> RunSpec:
+    """The teacher run: CE on the same long-tailed data as its students (from scratch, or fine-tuned from
+    weights; weights used as is are only evaluated)."""
+    ce = effective_method_params(cfg, "ce", entry, Pair(pair.teacher, pair.teacher))
+    recipe = effective_recipe(cfg.teacher_train, device)
+    init = teacher_init(pair)
+    if init is not None and not pair.teacher_finetune:
+        recipe["epochs"] = 0  # evaluate the weights as they are
+    return RunSpec("teacher", entry.name, imbalance_factor, entry.data_seed, pair.teacher, "ce", _freeze(ce), seed,
+                   _freeze(recipe), data_options=_freeze(entry.options), init=init)
+
+
+def expand_grid(cfg: SuiteConfig, device: torch.device) -> List[RunSpec]:
     """Teacher specs first, then every (dataset x imbalance x pair x seed x method) student spec."""
     teachers: Dict[str, RunSpec] = {}
     students: List[RunSpec] = []
     names = method_names(cfg)
-    s_recipe = _freeze(dataclasses.asdict(cfg.student_train))
+    s_recipe = _freeze(effective_recipe(cfg.student_train, device))
     for entry in cfg.datasets:
         for imb in entry.imbalance_factors:
             for pair in cfg.pairs:
                 for seed in cfg.seeds:
-                    teacher = teacher_spec(cfg, entry, imb, pair.teacher, seed)
+                    teacher = teacher_spec(cfg, entry, imb, pair, seed, device)
                     teachers.setdefault(teacher.run_id, teacher)
                     for name in names:
                         students.append(RunSpec(
                             "student", entry.name, imb, entry.data_seed, pair.student, name,
-                            _freeze(resolved_method_params(name, cfg)), seed, s_recipe, pair.student_lr,
-                            pair.teacher, teacher.run_id, _freeze(entry.options)))
+                            _freeze(effective_method_params(cfg, name, entry, pair)), seed, s_recipe,
+                            pair.student_lr, pair.teacher, teacher.run_id, _freeze(entry.options)))
     return list(teachers.values()) + students
 
 
-def environment_info(device: torch.device) -> Dict[str, Any]:
-    """Versions, device and git commit: what a record needs to be repeatable."""
-    import timm
-    import torchvision
-
-    if device.type == "cuda":
-        dev_name = f"cuda: {torch.cuda.get_device_name(device)}"
-    else:
-        dev_name = f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_DIR,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    from . import __version__
-
-    return {"device": dev_name, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "python": platform.python_version(), "ltkd_bench": __version__,
-            "git_commit": commit, "git_dirty": dirty, "hostname": platform.node(), "world_size": world_size()}
+def cells(specs: Sequence[RunSpec], together: bool = True) -> List[List[RunSpec]]:
+    """Student specs grouped by :attr:`RunSpec.cell_key` (grid order kept); one spec per cell if not ``together``."""
+    if not together:
+        return [[s] for s in specs]
+    groups: Dict[tuple, List[RunSpec]] = {}
+    for s in specs:
+        groups.setdefault(s.cell_key, []).append(s)
+    return list(groups.values())
 
 
 @dataclass
-class GridRunner:
-    """Executes specs against one results folder, caching datasets and teachers in-process."""
+class RunOptions:
+    """How a grid runs on this machine (nothing here changes a number)."""
 
-    cfg: SuiteConfig
     out: Path
     device: torch.device
     progress: bool = True
+    together: bool = True  # train a cell's students in lockstep (False: one at a time, for debugging)
+    retry_failed: bool = False  # retrain runs recorded as failed deterministically (non-finite loss, bad value)
+    retrain_stale: bool = False  # retrain runs whose record came from other code (another fingerprint)
+    keep_students: bool = True  # keep each student's final weights in <out>/checkpoints/students/
+    stop: StopRequest = field(default_factory=StopRequest)
     log: Callable[[str], None] = print
-    roots: Dict[str, Optional[str]] = field(default_factory=dict)
-    _data: Dict[tuple, tuple] = field(default_factory=dict, repr=False)
-    _failed: Dict[str, Dict[str, Any]] = field(default_factory=dict, repr=False)
-    last_ran: bool = field(default=False, repr=False)  # whether the last run() call trained (vs found a record)
-    _env: Optional[Dict[str, Any]] = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
+
+@dataclass
+class Outcome:
+    """What happened to one spec in this call: ``trained``, ``skipped`` (already recorded) or ``failed``."""
+
+    run_id: str
+    role: str
+    status: str
+    record: Optional[Dict[str, Any]] = None
+    note: str = ""
+
+
+_DETERMINISTIC = "deterministic"  # failure kinds: a rerun would fail the same way (not retried unless asked)
+_ERROR = "error"
+
+
+class GridRunner:
+    """Runs specs against one results folder, caching datasets and teachers in-process."""
+
+    def __init__(self, cfg: SuiteConfig, opts: RunOptions) -> None:
+        self.cfg, self.opts, self.log = cfg, opts, opts.log
+        self.out = Path(opts.out)
         self.store = RunStore(self.out)
-        for entry in self.cfg.datasets:
-            self.roots.setdefault(entry.name, entry.root)
+        self.device = opts.device
+        self._data: Dict[tuple, tuple] = {}
+        self._teachers: Dict[str, Outcome] = {}
+        self._env: Optional[Dict[str, Any]] = None
+        self._code = code_info(cfg.plugins)
+        self.roots = {e.name: e.root for e in cfg.datasets}
+        self.entries = {e.name: e for e in cfg.datasets}
 
-    @property
-    def is_main(self) -> bool:
-        return is_main()
+    # ------------------------------------------------------------------ the run loop
+    def run_specs(self, specs: Sequence[RunSpec]) -> List[Outcome]:
+        """Train every spec without an ok record (teachers first, then students cell by cell)."""
+        outcomes: List[Outcome] = []
+        for spec in specs:
+            if spec.role == "teacher":
+                outcomes.append(self.ensure_teacher(spec))
+                self._check_stop()
+        for cell in cells([s for s in specs if s.role == "student"], self.opts.together):
+            outcomes += self.run_cell(cell)
+            self._check_stop()
+        # teachers trained for students of this call but not among its specs (e.g. a submitit student task)
+        listed = {o.run_id for o in outcomes}
+        outcomes += [o for rid, o in self._teachers.items() if rid not in listed and o.status == "trained"]
+        return outcomes
+
+    def _check_stop(self) -> None:
+        if self.opts.stop.hit:  # e.g. Ctrl-C during a final evaluation: the run was recorded, the grid stops
+            raise RunInterrupted("stopped on request after the last recorded run; rerun the same command to resume")
+
+    def _status(self, spec: RunSpec) -> Tuple[str, Optional[Dict[str, Any]]]:
+        """``done``, ``failed`` (deterministically, not to retry) or ``todo``, and the record if any."""
+        rec = self.store.load(spec.run_id)
+        if rec is None:
+            return "todo", None
+        if rec.get("status") == "ok":
+            if spec.role == "teacher" and not self.store.teacher_weights(spec.run_id).exists():
+                return "todo", rec
+            stale = rec.get("code", {}).get("fingerprint") != self._code["fingerprint"]
+            return ("todo" if stale and self.opts.retrain_stale else "done"), rec
+        if rec.get("failure_kind") == _DETERMINISTIC and not self.opts.retry_failed:
+            return "failed", rec
+        return "todo", rec
+
+    @contextlib.contextmanager
+    def _locked(self, specs: Sequence[RunSpec]) -> Iterator[None]:
+        """Per-run locks, taken in sorted order (no deadlock between processes sharing ``out``); rank 0 only."""
+        with contextlib.ExitStack() as stack:
+            if is_main():
+                for rid in sorted(s.run_id for s in specs):
+                    stack.enter_context(file_lock(self.store.lock_path(rid)))
+            yield
+
+    def _skip(self, spec: RunSpec, status: str, rec: Optional[Dict[str, Any]]) -> Outcome:
+        if status == "failed":
+            return Outcome(spec.run_id, spec.role, "failed", rec,
+                           f"failed earlier ({rec.get('reason')}); --retry-failed retrains it")
+        stale = rec.get("code", {}).get("fingerprint") != self._code["fingerprint"]
+        note = (f"recorded by other code (fingerprint {rec.get('code', {}).get('fingerprint', 'none')}, now "
+                f"{self._code['fingerprint']}); --retrain-stale retrains it") if stale else ""
+        return Outcome(spec.run_id, spec.role, "skipped", rec, note)
+
+    # ------------------------------------------------------------------ teachers
+    def ensure_teacher(self, spec: RunSpec) -> Outcome:
+        """The teacher's record: reused, or trained now as a cell of one (its lock serialises processes)."""
+        if spec.run_id in self._teachers:
+            return self._teachers[spec.run_id]
+        outcome = self._run_locked([spec], teacher=None)[0]
+        self._teachers[spec.run_id] = outcome
+        return outcome
+
+    def _teacher_spec_of(self, spec: RunSpec) -> Tuple[RunSpec, Pair]:
+        """The teacher spec (and its pair) a student spec names, rebuilt from this suite."""
+        entry = self.entries.get(spec.dataset) or DatasetEntry(spec.dataset, data_seed=spec.data_seed,
+                                                                options=dict(spec.data_options))
+        for pair in self.cfg.pairs:
+            if pair.teacher == spec.teacher_arch:
+                t_spec = teacher_spec(self.cfg, entry, spec.imbalance_factor, pair, spec.seed, self.device)
+                if t_spec.run_id == spec.teacher_id:
+                    return t_spec, pair
+        raise RuntimeError(f"the teacher {spec.teacher_id} of {spec.run_id} is not one of this suite's teachers")
+
+    def _teacher_model(self, spec: RunSpec, train_data: Any) -> torch.nn.Module:
+        t_spec, _ = self._teacher_spec_of(spec)
+        outcome = self.ensure_teacher(t_spec)
+        if outcome.status == "failed" or not self.store.teacher_weights(t_spec.run_id).exists():
+            reason = (outcome.record or {}).get("reason")
+            raise _CellFailed(f"its teacher {t_spec.run_id} failed: {reason}", (outcome.record or {}).get(
+                "failure_kind", _ERROR))
+        model = self._model(spec.teacher_arch, train_data)
+        model.load_state_dict(torch.load(self.store.teacher_weights(t_spec.run_id), map_location="cpu",
+                                         weights_only=True))
+        return model
+
+    # ------------------------------------------------------------------ cells
+    def run_cell(self, specs: Sequence[RunSpec]) -> List[Outcome]:
+        """Train a cell's unrecorded runs together; recorded ones are skipped (counted as such)."""
+        return self._run_locked(specs, teacher=True)
+
+    def _run_locked(self, specs: Sequence[RunSpec], teacher: Optional[bool]) -> List[Outcome]:
+        with self._locked(specs):
+            statuses = broadcast([self._status(s) for s in specs])  # DDP: rank 0's view decides for every rank
+            outcomes = {s.run_id: self._skip(s, st, rec) for s, (st, rec) in zip(specs, statuses) if st != "todo"}
+            todo = [s for s, (st, _) in zip(specs, statuses) if st == "todo"]
+            if todo:
+                for o in self._train(todo, with_teacher=bool(teacher)):
+                    outcomes[o.run_id] = o
+        return [outcomes[s.run_id] for s in specs]
+
+    def _train(self, specs: List[RunSpec], with_teacher: bool) -> List[Outcome]:
+        first = specs[0]
+        recipe = first.train_recipe()
+        t0 = time.perf_counter()
+        try:
+            train_data, test_data = self.data(first, recipe)
+            needs_teacher = with_teacher and any(methods.get_method(s.method).requires_teacher for s in specs)
+            teacher = self._teacher_model(first, train_data) if needs_teacher else None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:
+            kind = err.kind if isinstance(err, _CellFailed) else _ERROR
+            if not isinstance(err, _CellFailed):
+                self.log(traceback.format_exc())
+            return [self._finish(s, None, None, "failed", str(err) if isinstance(err, _CellFailed) else
+                                 f"{type(err).__name__}: {err}", kind, t0) for s in specs]
+        label = (f"teacher {first.arch}" if first.role == "teacher" else
+                 f"{first.teacher_arch}->{first.arch} [{', '.join(s.method for s in specs)}]")
+        trainer = Trainer(recipe, train_data, test_data, seed=first.seed, device=self.device, teacher=teacher,
+                          stop=self.opts.stop, desc=label, progress=self.opts.progress, log=self.log)
+        self.log(f"==> {label} on {first.dataset}" + (f" IF {first.imbalance_factor:g}" if first.imbalance_factor
+                                                       else "") + f", {recipe.epochs} epochs, seed {first.seed}, "
+                 f"{self.device}" + (f", {len(specs)} runs in lockstep" if len(specs) > 1 else ""))
+        failed: Dict[str, Tuple[str, str]] = {}
+        students: Dict[str, torch.nn.Module] = {}
+        for spec in specs:
+            try:
+                students[spec.run_id] = self._add(trainer, spec, train_data, teacher)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except (ValueError, TypeError) as err:  # an invalid hyper-parameter fails the same way every time
+                failed[spec.run_id] = (f"{type(err).__name__}: {err}", _DETERMINISTIC)
+            except Exception as err:
+                self.log(traceback.format_exc())
+                failed[spec.run_id] = (f"{type(err).__name__}: {err}", _ERROR)
+        results = trainer.fit() if trainer.members else {}
+        outcomes = []
+        for spec in specs:
+            result = results.get(spec.run_id)
+            if spec.run_id in failed:
+                reason, kind = failed[spec.run_id]
+                outcomes.append(self._finish(spec, None, None, "failed", reason, kind, t0))
+            elif result.failure:
+                kind = _DETERMINISTIC if result.failure.startswith("non-finite") else _ERROR
+                outcomes.append(self._finish(spec, train_data, result, "failed", result.failure, kind, t0))
+            else:
+                outcomes.append(self._finish(spec, train_data, result, "ok", None, None, t0,
+                                             students[spec.run_id]))
+        if is_main():
+            regenerate(self.out)
+        barrier()  # DDP: ranks go on only once records and weights are on disk
+        return outcomes
+
+    def _add(self, trainer: Trainer, spec: RunSpec, train_data: Any, teacher: Optional[torch.nn.Module]):
+        method_cls = methods.get_method(spec.method)
+        torch.manual_seed(spec.seed)  # the student's initialisation depends on its seed only
+        pair = self._pair_of_teacher(spec) if spec.init is not None else None
+        student = self._model(spec.arch, train_data, pair.teacher_weights if pair is not None else None)
+        ctx = methods.MethodContext(class_counts=train_data.class_counts, student_dim=feature_dim(student),
+                                    teacher_dim=feature_dim(teacher) if teacher is not None else None,
+                                    epochs=trainer.recipe.epochs)
+        method = method_cls(ctx, **dict(spec.method_params))
+        log_file = self.store.log_path(spec.run_id)
+        trainer.add(spec.run_id, student, method, base_lr=spec.student_lr,
+                    checkpoint=self.store.checkpoint_path(spec.run_id),
+                    on_epoch=self.store.epoch_logger(spec.run_id) if is_main() else None)
+        if is_main():
+            self.store.append_log(spec.run_id, f"started {spec.run_id}: {spec.method} {spec.arch} on "
+                                               f"{spec.dataset} seed {spec.seed} ({log_file.name})")
+        return student
+
+    def _finish(self, spec: RunSpec, train_data: Any, result: Optional[TrainResult], status: str,
+                reason: Optional[str], kind: Optional[str], t0: float,
+                student: Optional[torch.nn.Module] = None) -> Outcome:
+        """Write the record (and teacher/student weights, predictions) of one run; log one line."""
+        record = self._record(spec, train_data, result, status, reason, kind)
+        if is_main():
+            if result is not None and result.predictions is not None:
+                atomic_savez(self.store.predictions_path(spec.run_id), pred=result.predictions.astype("int32"))
+            if student is not None and spec.role == "teacher":
+                atomic_torch_save(student.state_dict(), self.store.teacher_weights(spec.run_id))
+            elif student is not None and self.opts.keep_students:
+                atomic_torch_save(student.state_dict(), self.store.student_weights(spec.run_id))
+            self.store.write(record)
+            self.store.checkpoint_path(spec.run_id).unlink(missing_ok=True)
+        if status == "ok":
+            f = record["final"]
+            line = (f"<== {spec.run_id}: overall {f['overall']:.2f}%, " + ", ".join(
+                f"{g} {f[g]:.1f}" for g in ("many", "medium", "few", "head", "middle", "tail")
+                if f.get(g) is not None) + f" ({time.perf_counter() - t0:.0f}s)")
+        else:
+            line = f"<== {spec.run_id}: FAILED: {reason}"
+        self.log(line)
+        if is_main():
+            self.store.append_log(spec.run_id, line)
+        return Outcome(spec.run_id, spec.role, "trained" if status == "ok" else "failed", record)
+
+    # ------------------------------------------------------------------ data, models, records
+    def data(self, spec: RunSpec, recipe: TrainRecipe) -> tuple:
+        """(train, test) data of a spec, loaded once per process."""
+        key = (spec.dataset, spec.imbalance_factor, spec.data_seed, spec.data_options, recipe.channels_last)
+        if key not in self._data:
+            kw = dict(root=self.roots.get(spec.dataset), imbalance_factor=spec.imbalance_factor,
+                      data_seed=spec.data_seed, device=self.device, channels_last=recipe.channels_last,
+                      workers=recipe.workers, options=dict(spec.data_options))
+            self._data[key] = (build_data(spec.dataset, "train", **kw), build_data(spec.dataset, "test", **kw))
+        return self._data[key]
+
+    def _model(self, arch: str, train_data: Any, weights: Optional[str] = None) -> torch.nn.Module:
+        """A fresh network, or (``weights``: ``timm`` or a file) one started from weights through timm's own
+        pretrained loader, which re-initialises a classifier of another size and adapts ``in_chans``."""
+        kw: Dict[str, Any] = {}
+        if weights is not None:
+            kw["pretrained"] = True
+            if weights != "timm":
+                kw["pretrained_cfg_overlay"] = _file_overlay(arch, Path(weights).expanduser().resolve())
+        return create_model(arch, num_classes=train_data.num_classes, in_chans=train_data.info.in_chans, **kw)
+
+    def _pair_of_teacher(self, spec: RunSpec) -> Optional[Pair]:
+        for pair in self.cfg.pairs:
+            if pair.teacher == spec.arch and teacher_init(pair) == spec.init:
+                return pair
+        return None
 
     def env(self) -> Dict[str, Any]:
         if self._env is None:
             self._env = environment_info(self.device)
         return self._env
 
-    def data(self, spec: RunSpec, recipe: TrainRecipe):
-        """(train, test) data of a spec, loaded once per process."""
-        from .data import build_data
-
-        key = (spec.dataset, spec.imbalance_factor, spec.data_seed, spec.data_options, recipe.channels_last)
-        if key not in self._data:
-            root = self.roots.get(spec.dataset)
-            kw = dict(root=root, imbalance_factor=spec.imbalance_factor, data_seed=spec.data_seed,
-                      device=self.device, channels_last=recipe.channels_last, workers=recipe.workers,
-                      options=dict(spec.data_options))
-            self._data[key] = (build_data(spec.dataset, "train", **kw), build_data(spec.dataset, "test", **kw))
-        return self._data[key]
-
-    def _model(self, arch: str, train_data) -> torch.nn.Module:
-        from .models import create_model
-
-        return create_model(arch, num_classes=train_data.num_classes, in_chans=train_data.info.in_chans)
-
-    def teacher(self, spec: RunSpec, train_data) -> torch.nn.Module:
-        """The trained teacher of a student spec: cached weights, or train it now (its run lock serialises it)."""
-        t_spec = teacher_spec(self.cfg, spec, spec.imbalance_factor, spec.teacher_arch, spec.seed)
-        rec = self.run(t_spec)
-        if rec["status"] != "ok":
-            raise RuntimeError(f"its teacher {t_spec.run_id} failed: {rec.get('reason')}")
-        model = self._model(spec.teacher_arch, train_data)
-        weights = self.store.teacher_weights(t_spec.run_id)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return model
-
-    def run(self, spec: RunSpec, stop_after_steps: Optional[int] = None) -> Dict[str, Any]:
-        """Train, evaluate and record one spec, unless its record already says ok (then return that record).
-
-        A per-run file lock makes processes sharing a results folder wait for, not repeat, a run in progress.
-        DDP: rank 0 alone takes the lock and decides for every rank (ranks queueing on it would deadlock).
-        """
-        lock = file_lock(self.store.lock_path(spec.run_id)) if self.is_main else contextlib.nullcontext()
-        with lock:
-            return self._run_unlocked(spec, stop_after_steps)
-
-    def _run_unlocked(self, spec: RunSpec, stop_after_steps: Optional[int]) -> Dict[str, Any]:
-        import methods
-
-        from .train import NonFiniteLoss, train
-
-        run_id = spec.run_id
-        done = self.store.load(run_id)
-        finished = done is not None and done.get("status") == "ok" and (
-            spec.role == "student" or self.store.teacher_weights(run_id).exists())
-        finished, done = broadcast((finished, done))  # DDP: rank 0's view decides for every rank
-        self.last_ran = not finished and run_id not in self._failed
-        if not self.last_ran:  # done, or already failed in this process (a broken teacher is not retried per student)
-            return done if finished else self._failed[run_id]
-        recipe = spec.train_recipe
-        train_data, test_data = self.data(spec, recipe)
-        method_cls = methods.get_method(spec.method)
-        label = f"{spec.arch} {spec.method}" if spec.role == "student" else f"teacher {spec.arch}"
-        ckpt = self.store.checkpoint_path(run_id)
-        try:
-            teacher = (self.teacher(spec, train_data) if spec.role == "student" and method_cls.requires_teacher
-                       else None)
-            torch.manual_seed(spec.seed)
-            student = self._model(spec.arch, train_data)
-            from .models import feature_dim
-
-            ctx = methods.MethodContext(class_counts=train_data.class_counts, student_dim=feature_dim(student),
-                                        teacher_dim=feature_dim(teacher) if teacher is not None else None,
-                                        epochs=recipe.epochs)
-            method = method_cls(ctx, **spec.params)
-            self.log(f"==> {run_id}: {label} on {spec.dataset}"
-                     + (f" IF {spec.imbalance_factor:g}" if spec.imbalance_factor else "")
-                     + f", {recipe.epochs} epochs, seed {spec.seed}, {self.device}")
-            result = train(student, method, recipe, train_data, test_data, seed=spec.seed, device=self.device,
-                           teacher=teacher, checkpoint=ckpt, base_lr=spec.base_lr, desc=label,
-                           progress=self.progress, log=self.log, stop_after_steps=stop_after_steps)
-            status, reason = "ok", None
-        except NonFiniteLoss as err:
-            result, status, reason = None, "failed", str(err)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as err:  # one broken run must not stop the grid; the record says why
-            result, status, reason = None, "failed", f"{type(err).__name__}: {err}"
-            self.log(traceback.format_exc())
-        record = self._record(spec, train_data, result, status, reason)
-        if status != "ok":
-            self._failed[run_id] = record
-        if self.is_main:
-            if status == "ok" and spec.role == "teacher":
-                from .train import _atomic_save
-
-                _atomic_save(student.state_dict(), self.store.teacher_weights(run_id))
-            self.store.write(record)
-            ckpt.unlink(missing_ok=True)  # the record (and teacher weights) hold what is needed now
-            regenerate(self.out)
-        barrier()  # DDP: ranks go on only once the record and teacher weights are on disk
-        if status == "ok":
-            f = record["final"]
-            self.log(f"<== {run_id}: overall {f['overall']:.2f}%, "
-                     + ", ".join(f"{g} {f[g]:.1f}" for g in ("many", "medium", "few", "head", "middle", "tail")
-                                 if f.get(g) is not None)
-                     + f" ({record['wall_time_s']:.0f}s, {record['images_per_s']:.0f} img/s)")
-        else:
-            self.log(f"<== {run_id}: FAILED: {reason}")
-        return record
-
-    def _record(self, spec: RunSpec, train_data, result, status: str, reason: Optional[str]) -> Dict[str, Any]:
+    def _record(self, spec: RunSpec, train_data: Any, result: Optional[TrainResult], status: str,
+                reason: Optional[str], kind: Optional[str]) -> Dict[str, Any]:
+        recipe = dict(spec.recipe)
         rec: Dict[str, Any] = {
-            "run_id": spec.run_id, "status": status, "reason": reason, "role": spec.role,
+            "run_id": spec.run_id, "status": status, "reason": reason, "failure_kind": kind, "role": spec.role,
             "suite": self.cfg.name, "dataset": spec.dataset, "imbalance_factor": spec.imbalance_factor,
-            "data_seed": spec.data_seed, "data_options": dict(spec.data_options), "num_classes": train_data.num_classes,
-            "class_counts": list(train_data.class_counts), "seed": spec.seed,
-            "student_arch": spec.arch, "teacher_arch": spec.teacher_arch, "teacher_run_id": spec.teacher_id,
-            "method": spec.method, "method_params": spec.params, "recipe": dataclasses.asdict(spec.train_recipe),
-            "base_lr": spec.base_lr, "config": self.cfg.to_dict(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **self.env(),
+            "data_seed": spec.data_seed, "data_options": dict(spec.data_options), "seed": spec.seed,
+            "arch": spec.arch, "teacher_arch": spec.teacher_arch if spec.role == "student" else spec.arch,
+            "teacher_run_id": spec.teacher_id, "method": spec.method, "method_params": dict(spec.method_params),
+            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+            "student_lr": spec.student_lr, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "code": self._code, "env": self.env(),
+            "effective": {"device": str(self.device), "amp_dtype": "bfloat16" if recipe.get("amp") else None,
+                          "channels_last": recipe.get("channels_last"), "compile": recipe.get("compile"),
+                          "fused_sgd": self.device.type == "cuda", "deterministic": self.cfg.deterministic,
+                          "cell_size": result.cell_size if result is not None else None},
+            "config": self.cfg.to_dict(),
         }
+        if spec.init is not None:
+            pair = self._pair_of_teacher(spec)
+            rec["init"] = {"origin": "timm pretrained" if spec.init == "timm" else pair.teacher_weights,
+                           "sha256": spec.init.split(":", 1)[1] if spec.init.startswith("sha256:") else None,
+                           "finetuned": dict(spec.recipe)["epochs"] > 0}
+        if spec.role == "student":
+            rec["student_arch"] = spec.arch
+            t_rec = self.store.load(spec.teacher_id) if spec.teacher_id else None
+            rec["teacher_recipe"] = (t_rec or {}).get("recipe")
+        if train_data is not None:
+            rec.update({"num_classes": train_data.num_classes, "class_counts": list(train_data.class_counts)})
         if result is not None:
             rec.update({"final": result.final, "best": result.best, "epochs": result.epochs_completed,
                         "history": result.history, "wall_time_s": result.wall_time_s,
@@ -285,26 +470,25 @@ class GridRunner:
         return rec
 
 
-def run_suite(cfg: SuiteConfig, out: Path, device: torch.device, progress: bool = True,
-              log: Callable[[str], None] = print, only: Optional[List[str]] = None) -> Dict[str, int]:
-    """Run every spec of the grid that has no ok record yet; returns counts of ran/skipped/failed."""
-    runner = GridRunner(cfg, out, device, progress=progress, log=log)
-    specs = expand_grid(cfg)
-    if only is not None:
-        specs = [s for s in specs if s.run_id in only]
-    counts = {"ran": 0, "skipped": 0, "failed": 0}
-    todo = broadcast([s for s in specs if not runner.store.exists(s.run_id)])  # DDP: rank 0's view
-    counts["skipped"] = len(specs) - len(todo)
-    if counts["skipped"]:
-        log(f"{counts['skipped']} of {len(specs)} runs already have records in {out}/runs (skipped)")
-    for spec in todo:
-        rec = runner.run(spec)
-        if not runner.last_ran:  # another process (or this one, as a teacher) finished it meanwhile
-            counts["skipped"] += 1
-            continue
-        counts["ran"] += 1
-        if rec["status"] != "ok":
-            counts["failed"] += 1
-    if not counts["ran"] and runner.is_main and runner.store.runs.exists():
-        regenerate(out)  # nothing trained: still bring tables and plots in line with the records
-    return counts
+class _CellFailed(RuntimeError):
+    """The cell could not start (its teacher failed): every run of it is recorded as failed."""
+
+    def __init__(self, msg: str, kind: str) -> None:
+        super().__init__(msg)
+        self.kind = kind
+
+
+def run_specs(cfg: SuiteConfig, specs: Sequence[RunSpec], opts: RunOptions) -> List[Outcome]:
+    """The one run loop: train what has no ok record, in cells; every executor calls this."""
+    return GridRunner(cfg, opts).run_specs(specs)
+
+
+def summarize_outcomes(outcomes: Sequence[Outcome]) -> Tuple[str, int]:
+    """(``done: R ran, S skipped, F failed`` with teachers counted apart, exit code: 1 if anything failed)."""
+    def count(role: str, status: str) -> int:
+        return sum(o.role == role and o.status == status for o in outcomes)
+
+    text = (f"done: {count('student', 'trained')} ran, {count('student', 'skipped')} skipped, "
+            f"{count('student', 'failed')} failed; teachers: {count('teacher', 'trained')} trained, "
+            f"{count('teacher', 'skipped')} reused, {count('teacher', 'failed')} failed")
+    return text, int(any(o.status == "failed" for o in outcomes))

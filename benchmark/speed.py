@@ -7,19 +7,22 @@
 (c) the compute bound: (a)'s forward/backward/step on one batch already on the device.
 Data are synthetic CIFAR-shaped tensors (throughput does not depend on pixel values).
 """
-from __future__ import annotations
-
 import argparse
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["measure", "main"]
+from .config import TrainRecipe
+from .data import TensorData
+from .device import resolve_device
+from .train import Trainer
+
+__all__ = ["measure", "measure_cell", "CELL_CASES", "main"]
 
 
 def _sync(device: torch.device) -> None:
@@ -63,7 +66,7 @@ def _kd(student: nn.Module, teacher: nn.Module, num_classes: int, device: torch.
 
 def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", image_size: int = 28,
             in_chans: int = 1, num_classes: int = 10, batch_size: int = 64, steps: int = 100,
-            device: str | torch.device = "cpu", workers: Optional[int] = None, n_images: int = 4096,
+            device: Union[str, torch.device] = "cpu", workers: Optional[int] = None, n_images: int = 4096,
             warmup: int = 30, compile: bool = False, rounds: int = 5) -> Dict[str, Any]:
     """Images/s of paths (a), (b), (c) and the ratios a/b and a/c (``compile``: torch.compile for a and c).
 
@@ -73,12 +76,9 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
     from torchvision import transforms
     from PIL import Image
 
-    from .data import TensorData
-    from .train import DistillStep
 
     device = torch.device(device)
     cuda = device.type == "cuda"
-    amp = torch.bfloat16 if cuda else None
     rng = np.random.default_rng(0)
     shape = (n_images, image_size, image_size) + ((in_chans,) if in_chans > 1 else ())
     raw = rng.integers(0, 256, size=shape, dtype=np.uint8)
@@ -90,16 +90,16 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
                            "data": "synthetic CIFAR-shaped uint8 tensors (throughput does not depend on pixels)",
                            "torch": torch.__version__, "threads": torch.get_num_threads()}
 
-    # (a) ltkd-bench: device-resident data + DistillStep as the harness runs it
+    # (a) ltkd-bench: device-resident data + the harness's own Trainer.train_step
     t, s = _models(teacher, student, num_classes, in_chans, device, channels_last=True)
     method = _kd(s, t, num_classes, device)
-    step_mod = DistillStep(s, method, t)
-    forward = torch.compile(step_mod) if compile else step_mod
     out["compile"] = compile
-    opt = torch.optim.SGD(list(s.parameters()) + list(method.parameters()), lr=0.05, momentum=0.9,
-                          weight_decay=5e-4, **({"fused": True} if cuda else {"foreach": True}))
     images = torch.from_numpy(raw).view(n_images, image_size, image_size, in_chans).permute(0, 3, 1, 2)
     data = TensorData(images, torch.from_numpy(labels), mean, std, device, padding=pad)
+    data.num_classes, data.class_counts = num_classes, [100] * num_classes
+    recipe = TrainRecipe(epochs=1, batch_size=batch_size, lr=0.05, compile=compile)
+    trainer = Trainer(recipe, data, data, seed=0, device=device, teacher=t, progress=False, log=lambda m: None)
+    trainer.add("kd", s, method)
     state = {"it": iter(()), "epoch": 0}
 
     def batch_a():
@@ -111,12 +111,7 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
             return next(state["it"])
 
     def train_step(x, y):
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            terms, _ = forward(x, y, 1)
-        loss = sum(terms.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        trainer.train_step(x, y, 1)
 
     def step_a():
         train_step(*batch_a())
@@ -181,10 +176,87 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
     return out
 
 
-def main(args: argparse.Namespace) -> int:
-    from .train import resolve_device
+#: The two cells ``speed --grid`` measures: the quick suite's pair, and the literature's CIFAR-100 pair.
+CELL_CASES = {
+    "quick": dict(teacher="cifar_cnn_small", student="cifar_cnn_tiny", image_size=28, in_chans=1, num_classes=10,
+                  batch_size=128),
+    "resnet32x4->resnet8x4": dict(teacher="cifar_resnet32x4", student="cifar_resnet8x4", image_size=32, in_chans=3,
+                                  num_classes=100, batch_size=64),
+}
 
+
+def measure_cell(teacher: str, student: str, image_size: int, in_chans: int, num_classes: int, batch_size: int,
+                 method_names: Optional[list] = None, steps: int = 10, warmup: int = 2,
+                 device: Union[str, torch.device] = "cpu", rounds: int = 3) -> Dict[str, Any]:
+    """Seconds per batch for a cell of ``method_names`` trained in lockstep (one data stream, one teacher
+    forward) vs one at a time (a trainer per method), with the harness's own :class:`Trainer`; interleaved
+    rounds, median."""
+    import methods
+
+    from .models import create_model, feature_dim
+
+    device = torch.device(device)
+    names = method_names or [m for m in methods.list_methods() if methods.get_method(m).requires_teacher
+                             or m == "ce"]
+    rng = np.random.default_rng(0)
+    n = batch_size * (steps + warmup) + batch_size
+    images = torch.from_numpy(rng.integers(0, 256, size=(n, in_chans, image_size, image_size), dtype=np.uint8))
+    data = TensorData(images, torch.from_numpy(rng.integers(0, num_classes, size=n)), (0.5,) * in_chans,
+                      (0.25,) * in_chans, device, padding=4 if image_size >= 32 else 2)
+    data.num_classes, data.class_counts = num_classes, [max(1, 500 // (c + 1)) for c in range(num_classes)]
+    recipe = TrainRecipe(epochs=1, batch_size=batch_size, eval_batch_size=256)
+    torch.manual_seed(0)
+    t = create_model(teacher, num_classes=num_classes, in_chans=in_chans)
+
+    def trainer(members: list) -> Trainer:
+        tr = Trainer(recipe, data, data, seed=0, device=device, teacher=t, progress=False, log=lambda m: None)
+        for name in members:
+            torch.manual_seed(0)
+            s = create_model(student, num_classes=num_classes, in_chans=in_chans)
+            ctx = methods.MethodContext(class_counts=data.class_counts, student_dim=feature_dim(s),
+                                        teacher_dim=feature_dim(t), epochs=1)
+            tr.add(name, s, methods.create_method(name, ctx))
+        return tr
+
+    batches = list(data.train_batches(batch_size, 0, 1))
+    cell = trainer(names)
+    solos = [trainer([name]) for name in names]
+
+    def run(trainers: list, k: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(k):
+            x, y = batches[i % len(batches)]
+            for tr in trainers:
+                tr.train_step(x, y, 1)
+        _sync(device)
+        return (time.perf_counter() - t0) / k
+
+    run([cell], warmup)
+    run(solos, warmup)
+    together, alone = [], []
+    for _ in range(rounds):
+        together.append(run([cell], steps))
+        alone.append(run(solos, steps))
+    out = {"teacher": teacher, "student": student, "methods": names, "batch_size": batch_size, "steps": steps,
+           "rounds": rounds, "device": str(device), "threads": torch.get_num_threads(),
+           "lockstep_s_per_batch": float(np.median(together)), "one_at_a_time_s_per_batch": float(np.median(alone))}
+    out["speedup"] = out["one_at_a_time_s_per_batch"] / out["lockstep_s_per_batch"]
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    if args.grid:
+        results = {}
+        for case, kw in CELL_CASES.items():
+            res = results[case] = measure_cell(**kw, steps=args.steps if args.steps != 100 else 6, device=device)
+            print(f"cell {case}: {len(res['methods'])} methods, batch {res['batch_size']}, {res['steps']} steps x "
+                  f"{res['rounds']} rounds on {res['device']} ({res['threads']} threads): lockstep "
+                  f"{res['lockstep_s_per_batch'] * 1e3:.0f} ms/batch, one at a time "
+                  f"{res['one_at_a_time_s_per_batch'] * 1e3:.0f} ms/batch: {res['speedup']:.2f}x")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        return 0
     res = measure(args.teacher, args.student, args.image_size, args.in_chans, args.num_classes, args.batch_size,
                   args.steps, device, compile=args.compile)
     print(f"KD step {res['teacher']} -> {res['student']}, input {res['input']}, batch {res['batch_size']}, "

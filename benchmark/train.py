@@ -1,30 +1,42 @@
-"""The training loop the harness owns: devices, precision, schedule, checkpoints, progress, NaN guard.
+"""The trainer: one loop for a *cell* of students that share data, teacher, seed and recipe.
 
-One function, :func:`train`, trains a network with a method (``ce`` for teachers) and returns what a
-run record needs. State is checkpointed atomically every epoch and on Ctrl-C (mid-epoch, with the
-step reached), so a killed run resumes where it stopped and ends with the same numbers as an
-uninterrupted run: data order and augmentation are functions of (seed, epoch) only.
+A cell trains its students in lockstep: one data stream, at most one frozen-teacher forward per batch,
+then each student's forward, loss, backward and step, and one shared pass over the test set at each
+evaluation. A single run is a cell of one, so there is one loop. Each student keeps its own optimiser,
+loop state, RNG stream and checkpoint, so its numbers are the same whether it trained alone or in a cell.
+
+The loop is a sequence of named steps (:meth:`Trainer.add` = setup or restore, :meth:`Trainer.train_step`,
+:meth:`Trainer._run_epoch`, :meth:`Trainer._end_epoch` with the reductions and the NaN guard,
+:meth:`Trainer._evaluate`, :meth:`Trainer._save`). A :class:`StopRequest` (Ctrl-C, SIGTERM, preemption, or a
+step budget in tests) stops it between steps with every student checkpointed; rerunning resumes exactly.
 """
-from __future__ import annotations
-
+import contextlib
 import math
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from methods import Method, Outputs
 
 from .config import TrainRecipe
-from .distributed import all_reduce_sum, world_size
-from .distributed import rank as dist_rank
-from .evaluate import per_class_counts, summarize
-from .models import forward_with_features
+from .device import amp_dtype, memory_format
+from .distributed import all_gather_object, all_reduce_sum, average_bn_stats, rank, world_size
+from .evaluate import summarize
+from .fileio import atomic_torch_save
+from .step import DistillStep
 
-__all__ = ["resolve_device", "lr_at", "DistillStep", "TrainResult", "NonFiniteLoss", "RunInterrupted", "train"]
+__all__ = ["lr_at", "StopRequest", "LoopState", "TrainResult", "NonFiniteLoss", "RunInterrupted", "Trainer",
+           "train"]
+
+_DDP_STOP_EVERY = 20  # DDP: steps between agreements on a stop request (all ranks must stop at one step)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -32,17 +44,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM: state was checkpointed; rerunning the same command resumes."""
-
-
-def resolve_device(pref: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if pref == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(pref)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
-    return dev
+    """Ctrl-C, SIGTERM or a stop request: state was checkpointed; rerunning the same command resumes."""
 
 
 def lr_at(recipe: TrainRecipe, epoch: int, base_lr: Optional[float] = None) -> float:
@@ -63,45 +65,75 @@ def lr_at(recipe: TrainRecipe, epoch: int, base_lr: Optional[float] = None) -> f
     return lr
 
 
-class DistillStep(nn.Module):
-    """Student + method (+ frozen teacher held outside the module tree): one forward -> loss terms.
+class StopRequest:
+    """An explicit request to stop at the next step: set by SIGINT/SIGTERM inside :meth:`signals`, by
+    :meth:`request` (e.g. a preemption notice), or after ``after_steps`` optimiser steps (tests of resume)."""
 
-    Wrapping both student and method lets DDP synchronise the method's own modules (projectors) too.
-    """
+    def __init__(self, after_steps: Optional[int] = None) -> None:
+        self.after_steps = after_steps
+        self.hit = False
+        self.steps = 0
 
-    def __init__(self, student: nn.Module, method: nn.Module, teacher: Optional[nn.Module] = None) -> None:
-        super().__init__()
-        self.student = student
-        self.method = method
-        self._teacher = [teacher]  # not a submodule: no grads, no DDP broadcast, not in the checkpoint
+    def request(self) -> None:
+        self.hit = True
 
-    @property
-    def teacher(self) -> Optional[nn.Module]:
-        return self._teacher[0]
+    def tick(self) -> bool:
+        """Count one step; True when the loop must stop now."""
+        self.steps += 1
+        if self.after_steps is not None and self.steps >= self.after_steps:
+            self.hit = True
+        return self.hit
 
-    def teacher_outputs(self, x: Tensor):
-        from methods import Outputs
+    @contextlib.contextmanager
+    def signals(self) -> Iterator["StopRequest"]:
+        """Turn SIGINT/SIGTERM into :meth:`request` for the block; a second Ctrl-C leaves at once."""
+        def handler(signum, frame) -> None:
+            if self.hit and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.request()
 
-        with torch.inference_mode():
-            logits, feats = forward_with_features(self.teacher, x)
-        # clone outside inference mode: plain tensors that autograd may save for the student's loss
-        return Outputs(logits.float().clone(), feats.float().clone())
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                old[sig] = signal.signal(sig, handler)
+        try:
+            yield self
+        finally:
+            for sig, prev in old.items():
+                signal.signal(sig, prev)
 
-    def forward(self, x: Tensor, y: Tensor, epoch: int):
-        from methods import Outputs
 
-        logits, feats = forward_with_features(self.student, x)
-        t_out = self.teacher_outputs(x) if self.teacher is not None else None
-        terms = self.method(Outputs(logits, feats), t_out, y, epoch)
-        return terms, logits
+@dataclass
+class LoopState:
+    """Where one student's training stands; checkpointed with its weights and optimiser."""
+
+    epoch: int = 1  # the epoch to run next (1-based)
+    step: int = 0  # steps of ``epoch`` already done
+    running: Dict[str, Tensor] = field(default_factory=dict)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best: Dict[str, Any] = field(default_factory=dict)
+    final: Dict[str, Any] = field(default_factory=dict)
+    train_time_s: float = 0.0
+    images_seen: int = 0
+    rng: Optional[Dict[str, Tensor]] = None  # this student's own RNG stream (CPU / CUDA generator states)
+    resumed_from: Optional[Dict[str, int]] = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
+                "final": self.final, "train_time_s": self.train_time_s, "images_seen": self.images_seen,
+                "running": {k: v.detach().cpu() for k, v in self.running.items()}, "rng": self.rng}
+
+    def load_state_dict(self, state: Dict[str, Any], device: torch.device) -> None:
+        for key in ("epoch", "step", "history", "best", "final", "train_time_s", "images_seen", "rng"):
+            setattr(self, key, state.get(key, getattr(self, key)))
+        self.running = {k: v.to(device) for k, v in state.get("running", {}).items()}
+        self.resumed_from = {"epoch": self.epoch, "step": self.step}
 
 
 @dataclass
 class TrainResult:
-    """What the loop hands to the run record."""
+    """What the loop hands to the run record (``failure`` says why a run failed, else None)."""
 
-    status: str = "ok"  # ok | failed
-    reason: Optional[str] = None
     final: Dict[str, Any] = field(default_factory=dict)
     best: Dict[str, Any] = field(default_factory=dict)
     history: List[Dict[str, Any]] = field(default_factory=list)
@@ -110,233 +142,322 @@ class TrainResult:
     wall_time_s: float = 0.0
     images_seen: int = 0
     resumed_from: Optional[Dict[str, int]] = None
+    predictions: Optional[np.ndarray] = None  # argmax per test image, in test-set order (final epoch)
+    cell_size: int = 1
+    failure: Optional[str] = None
 
     @property
     def images_per_s(self) -> float:
         return self.images_seen / self.train_time_s if self.train_time_s > 0 else 0.0
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+@dataclass
+class _Member:
+    """One student of a cell: its networks, optimiser, loop state and where it is checkpointed."""
+
+    key: str
+    student: nn.Module
+    method: Method
+    module: nn.Module  # DistillStep, possibly DDP-wrapped
+    forward: Callable[..., Any]  # ``module`` or its torch.compile
+    optimizer: torch.optim.Optimizer
+    base_lr: Optional[float]
+    checkpoint: Optional[Path]
+    on_epoch: Optional[Callable[[Dict[str, Any]], None]]
+    state: LoopState = field(default_factory=LoopState)
+    failure: Optional[str] = None
+    predictions: Optional[np.ndarray] = None
 
 
-_DDP_STOP_EVERY = 20  # DDP: steps between agreements on a stop request (Ctrl-C / SIGTERM / preemption)
+class Trainer:
+    """Trains the students added with :meth:`add` in lockstep on one data stream and one teacher."""
 
+    def __init__(self, recipe: TrainRecipe, train_data: Any, test_data: Any, *, seed: int, device: torch.device,
+                 teacher: Optional[nn.Module] = None, stop: Optional[StopRequest] = None, desc: str = "train",
+                 progress: bool = True, log: Callable[[str], None] = print) -> None:
+        self.recipe, self.train_data, self.test_data = recipe, train_data, test_data
+        self.seed, self.device, self.desc, self.progress, self.log = seed, device, desc, progress, log
+        self.stop = stop or StopRequest()
+        self.rank, self.world = rank(), world_size()
+        self.amp = amp_dtype(device, recipe.amp)
+        self.fmt = memory_format(recipe.channels_last)
+        if recipe.batch_size % self.world:
+            raise ValueError(f"batch_size {recipe.batch_size} is the global batch: it must be divisible by the "
+                             f"{self.world} processes")
+        self.batch = recipe.batch_size // self.world  # per-rank share of the recipe's global batch
+        self.steps = train_data.steps_per_epoch(self.batch, self.world)
+        if self.steps < 1:
+            raise ValueError(f"the training split has {len(train_data)} images, fewer than one batch of "
+                             f"{recipe.batch_size}; lower batch_size")
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(device=device, memory_format=self.fmt).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self.members: List[_Member] = []
+        self._t_wall = time.perf_counter()
 
-
-def evaluate_model(model: nn.Module, test_data, num_classes: int, recipe: TrainRecipe, class_counts,
-                   amp_dtype: Optional[torch.dtype]) -> Dict[str, Any]:
-    """Per-class test accuracy (reduced across ranks) and its summary."""
-    rank, world = dist_rank(), world_size()
-    was_training = model.training
-    model.eval()
-    correct, total = per_class_counts(model, test_data.eval_batches(recipe.eval_batch_size, rank, world),
-                                      num_classes, amp_dtype)
-    model.train(was_training)
-    correct, total = all_reduce_sum(correct.clone()), all_reduce_sum(total.clone())
-    correct, total = correct.cpu().tolist(), total.cpu().tolist()
-    per_class = [100.0 * c / t if t else 0.0 for c, t in zip(correct, total)]
-    return {"per_class_acc": per_class, "per_class_test_count": total,
-            **summarize(per_class, class_counts, per_class_total=total)}
-
-
-class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so the state saved is consistent."""
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._old: Dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handler)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handler(self, signum, frame) -> None:
-        if self.hit:  # second Ctrl-C: leave at once
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def train(student: nn.Module, method: nn.Module, recipe: TrainRecipe, train_data, test_data, *,
-          seed: int, device: torch.device, teacher: Optional[nn.Module] = None,
-          checkpoint: Optional[Path] = None, base_lr: Optional[float] = None, desc: str = "train",
-          progress: bool = True, log: Callable[[str], None] = print,
-          stop_after_steps: Optional[int] = None) -> TrainResult:
-    """Train ``student`` with ``method`` (and a frozen ``teacher``); evaluate; return a :class:`TrainResult`.
-
-    ``stop_after_steps`` simulates a kill after that many optimiser steps (tests of resume).
-    """
-    from tqdm.auto import tqdm
-
-    rank, world = dist_rank(), world_size()
-    t_wall = time.perf_counter()
-    amp_dtype = torch.bfloat16 if (device.type == "cuda" and recipe.amp) else None
-    num_classes = train_data.num_classes
-    class_counts = train_data.class_counts
-    mem_fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    student.to(device=device, memory_format=mem_fmt)
-    method.to(device)
-    if teacher is not None:
-        teacher.to(device=device, memory_format=mem_fmt).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    if world > 1 and getattr(recipe, "sync_bn", False):
-        if device.type == "cuda":  # in place for a model (its BatchNorm children are replaced)
+    # ------------------------------------------------------------------ setup or restore
+    def add(self, key: str, student: nn.Module, method: Method, *, base_lr: Optional[float] = None,
+            checkpoint: Optional[Path] = None, on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+        """Place a student and its method on the device, then restore its checkpoint or run ``method.setup``."""
+        student.to(device=self.device, memory_format=self.fmt)
+        method.to(self.device)
+        if self.world > 1 and self.recipe.sync_bn and self.device.type == "cuda":
             student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-        elif rank == 0:
-            log(f"[{desc}] sync_bn ignored: SyncBatchNorm needs CUDA")
-    step_module: nn.Module = DistillStep(student, method, teacher)
-    if world > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = torch.compile(step_module) if recipe.compile else step_module
+        module: nn.Module = DistillStep(student, method, self.teacher if method.requires_teacher else None)
+        if self.world > 1:
+            module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        params = [p for p in module.parameters() if p.requires_grad]
+        opt_kw: Dict[str, Any] = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        optimizer = torch.optim.SGD(params, lr=lr_at(self.recipe, 1, base_lr), momentum=self.recipe.momentum,
+                                    weight_decay=self.recipe.weight_decay, nesterov=self.recipe.nesterov, **opt_kw)
+        member = _Member(key, student, method, module, torch.compile(module) if self.recipe.compile else module,
+                         optimizer, base_lr, checkpoint, on_epoch)
+        if not (checkpoint is not None and checkpoint.exists() and self._restore(member)):
+            method.setup(self._teacher_outputs if method.requires_teacher and self.teacher is not None else None,
+                         lambda: self.train_data.eval_batches(self.recipe.eval_batch_size))
+            member.state.rng = _get_rng(self.device)  # re-derived from (seed, epoch) when an epoch starts
+        self.members.append(member)
 
-    params = [p for p in step_module.parameters() if p.requires_grad]
-    opt_kw: Dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    optimizer = torch.optim.SGD(params, lr=lr_at(recipe, 1, base_lr), momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, **opt_kw)
+    def _restore(self, m: _Member) -> bool:
+        """Load ``m``'s checkpoint; an unreadable one (truncated by a crash) is set aside and the run starts over."""
+        try:
+            state = torch.load(m.checkpoint, map_location=self.device, weights_only=False)
+            m.student.load_state_dict(state["student"])
+            m.method.load_state_dict(state["method"])
+            m.optimizer.load_state_dict(state["optimizer"])
+            m.state.load_state_dict(state["loop"], self.device)
+        except Exception as err:  # any unreadable or foreign file: nothing in it can be trusted
+            bad = m.checkpoint.with_name(m.checkpoint.name + ".unreadable")
+            os.replace(m.checkpoint, bad)
+            self.log(f"[{m.key}] checkpoint {m.checkpoint.name} is unreadable ({type(err).__name__}: "
+                     f"{str(err).splitlines()[0] if str(err) else ''}); moved to {bad.name}, starting the run over")
+            m.state = LoopState()
+            return False
+        self.log(f"[{m.key}] resuming from epoch {m.state.epoch} step {m.state.step} ({m.checkpoint.name})")
+        return True
 
-    result = TrainResult()
-    start_epoch, start_step = 1, 0
-    state: Dict[str, Any] = {}
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        student.load_state_dict(state["student"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, start_step = state["epoch"], state["step"]
-        result.history = state["history"]
-        result.best = state["best"]
-        result.train_time_s, result.images_seen = state["train_time_s"], state["images_seen"]
-        result.resumed_from = {"epoch": start_epoch, "step": start_step}
-        log(f"[{desc}] resuming from epoch {start_epoch} step {start_step} ({checkpoint.name})")
-        result.final = state.get("final", {})
-    else:
-        base = _unwrap(step_module)
-        method.setup(base.teacher_outputs if teacher is not None else None,
-                     lambda: train_data.eval_batches(recipe.eval_batch_size))
-
-    def save(epoch: int, step: int, running: Dict[str, Tensor]) -> None:
-        if checkpoint is None or rank != 0:
+    def _save(self, m: _Member) -> None:
+        if m.checkpoint is None or self.rank != 0:
             return
-        _atomic_save({"student": student.state_dict(), "method": method.state_dict(),
-                      "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-                      "running": {k: v.detach().cpu() for k, v in running.items()},
-                      "history": result.history, "best": result.best, "final": result.final,
-                      "train_time_s": result.train_time_s, "images_seen": result.images_seen}, checkpoint)
+        atomic_torch_save({"student": m.student.state_dict(), "method": m.method.state_dict(),
+                           "optimizer": m.optimizer.state_dict(), "loop": m.state.state_dict()}, m.checkpoint)
 
-    if recipe.batch_size % world:
-        raise ValueError(f"batch_size {recipe.batch_size} is the global batch: it must be divisible by the {world} "
-                         "processes")
-    batch = recipe.batch_size // world  # per-rank batch: the global batch is the recipe's for any world size
-    steps = train_data.steps_per_epoch(batch, world)
-    if steps < 1:
-        raise ValueError(f"the training split has {len(train_data)} images, fewer than one batch of "
-                         f"{recipe.batch_size}; lower batch_size")
-    step_module.train()
-    global_steps = 0
-    with _Interrupt() as interrupt:
-        for epoch in range(start_epoch, recipe.epochs + 1):
-            lr = lr_at(recipe, epoch, base_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(seed * 1000 + epoch)  # any global randomness (dropout) is epoch-determined
-            running = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device)}
-            if epoch == start_epoch and start_step and "running" in state:
-                running = {k: v.to(device) for k, v in state["running"].items()}
-            first = start_step if epoch == start_epoch else 0
-            bar = tqdm(total=steps, initial=first, desc=f"{desc} ep {epoch}/{recipe.epochs}", leave=False,
-                       disable=(not progress) or rank != 0, dynamic_ncols=True, mininterval=1.0)
-            t0 = time.perf_counter()
-            seen = 0
-            for i, (x, y) in enumerate(train_data.train_batches(batch, seed, epoch, recipe.augment,
-                                                                rank, world)):
-                if i < first:
-                    continue
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    terms, logits = forward(x, y, epoch)
-                loss = sum(terms.values())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for k, v in terms.items():
-                    key = f"loss_{k}"
-                    running[key] = running.get(key, torch.zeros((), device=device)) + v.detach().float()
-                running["loss"] += loss.detach().float()
-                running["correct"] += (logits.detach().argmax(1) == y).sum()
-                seen += y.shape[0]
-                global_steps += 1
-                bar.update(1)
-                if (i + 1) % 50 == 0 and not bar.disable:
-                    done = i + 1
-                    bar.set_postfix(loss=f"{running['loss'].item() / done:.3f}",
-                                    acc=f"{100 * running['correct'].item() / (done * y.shape[0]):.1f}",
-                                    ips=f"{seen * world / (time.perf_counter() - t0):.0f}")
-                stop = interrupt.hit or (stop_after_steps is not None and global_steps >= stop_after_steps)
-                if world > 1:  # DDP: all ranks stop at the same step or none does (else all-reduces hang)
-                    stop = (i + 1) % _DDP_STOP_EVERY == 0 and bool(
-                        all_reduce_sum(torch.tensor(float(stop), device=device)).item())
-                if stop:
-                    bar.close()
-                    result.train_time_s += time.perf_counter() - t0
-                    result.images_seen += seen * world
-                    save(epoch, i + 1, running)
-                    raise RunInterrupted(f"{desc}: stopped at epoch {epoch} step {i + 1}; state saved to "
-                                         f"{checkpoint}; rerun the same command to resume")
-            bar.close()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            result.train_time_s += time.perf_counter() - t0
-            result.images_seen += seen * world
-            if world > 1:
-                from .distributed import average_bn_stats
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> Dict[str, TrainResult]:
+        """Train every added student to the recipe's last epoch; students restored at different points
+        (a method added to a cell later) train as separate groups."""
+        if self.recipe.epochs == 0:  # weights used as they are: evaluate once
+            for m, ev in zip(self.members, self._evaluate(self.members, predictions=True)):
+                m.state.final = m.state.best = {"epoch": 0, **ev}
+        groups: Dict[tuple, List[_Member]] = {}
+        for m in self.members:
+            groups.setdefault((m.state.epoch, m.state.step), []).append(m)
+        for (epoch, step), group in sorted(groups.items()):
+            for e in range(epoch, self.recipe.epochs + 1):
+                live = [m for m in group if m.failure is None]
+                if not live:
+                    break
+                self._run_epoch(live, e, step if e == epoch else 0)
+        wall = time.perf_counter() - self._t_wall
+        return {m.key: self._result(m, wall) for m in self.members}
 
-                average_bn_stats(_unwrap(step_module))  # every rank evaluates and saves the same model
-            for k in running:
-                running[k] = all_reduce_sum(running[k])
-            n_steps = steps * world
-            stats = {k: running[k].item() / n_steps for k in running if k not in ("correct",)}
-            if not all(math.isfinite(v) for v in stats.values()):
-                bad = ", ".join(f"{k}={v}" for k, v in stats.items() if not math.isfinite(v))
-                result.status, result.reason = "failed", f"non-finite loss at epoch {epoch} ({bad})"
-                result.epochs_completed = epoch - 1
-                result.wall_time_s = time.perf_counter() - t_wall
-                raise NonFiniteLoss(result.reason)
-            row: Dict[str, Any] = {"epoch": epoch, "lr": lr,
-                                   "train_acc": 100.0 * running["correct"].item() / (n_steps * batch),
-                                   **stats}
-            is_last = epoch == recipe.epochs
-            if is_last or (recipe.eval_every and epoch % recipe.eval_every == 0):
-                ev = evaluate_model(student, test_data, num_classes, recipe, class_counts, amp_dtype)
-                row["test_acc"] = ev["overall"]
-                if not result.best or ev["overall"] > result.best["overall"]:
-                    result.best = {"epoch": epoch, **ev}
+    def _result(self, m: _Member, wall: float) -> TrainResult:
+        s = m.state
+        return TrainResult(final=s.final, best=s.best, history=s.history, epochs_completed=len(s.history),
+                           train_time_s=s.train_time_s, wall_time_s=wall, images_seen=s.images_seen,
+                           resumed_from=s.resumed_from, predictions=m.predictions, cell_size=len(self.members),
+                           failure=m.failure)
+
+    def _start_epoch(self, members: Sequence[_Member], epoch: int, first_step: int) -> None:
+        for m in members:
+            for group in m.optimizer.param_groups:
+                group["lr"] = lr_at(self.recipe, epoch, m.base_lr)
+            if first_step == 0 or m.state.rng is None:  # a fresh epoch: the student's stream is epoch-determined
+                torch.manual_seed(self.seed * 1000 + epoch)
+                m.state.rng = _get_rng(self.device)
+                m.state.running = {}
+            m.state.epoch, m.state.step = epoch, first_step
+
+    def _run_epoch(self, members: List[_Member], epoch: int, first_step: int) -> None:
+        self._start_epoch(members, epoch, first_step)
+        for m in members:
+            m.module.train()
+        bar = tqdm(total=self.steps, initial=first_step, leave=False, mininterval=1.0, dynamic_ncols=True,
+                   desc=f"{self.desc} ep {epoch}/{self.recipe.epochs}",
+                   disable=True if (not self.progress or self.rank != 0) else None)  # None: off when not a TTY
+        t0, seen = time.perf_counter(), 0
+        batches = self.train_data.train_batches(self.batch, self.seed, epoch, self.recipe.augment, self.rank,
+                                                self.world)
+        for i, (x, y) in enumerate(batches):
+            if i < first_step:
+                continue
+            self.train_step(x, y, epoch, members)
+            seen += y.shape[0]
+            bar.update(1)
+            if self._must_stop(i):
+                bar.close()
+                self._interrupt(members, epoch, i + 1, time.perf_counter() - t0, seen)
+        bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        for m in members:
+            m.state.train_time_s += time.perf_counter() - t0
+            m.state.images_seen += seen * self.world
+        self._end_epoch(members, epoch, seen, time.perf_counter() - t0)
+
+    def _must_stop(self, i: int) -> bool:
+        stop = self.stop.tick()
+        if self.world > 1:  # DDP: all ranks stop at the same step or none does (else all-reduces hang)
+            stop = (i + 1) % _DDP_STOP_EVERY == 0 and bool(
+                all_reduce_sum(torch.tensor(float(stop), device=self.device)).item())
+        return stop
+
+    def _interrupt(self, members: List[_Member], epoch: int, step: int, elapsed: float, seen: int) -> None:
+        for m in members:
+            m.state.step = step
+            m.state.train_time_s += elapsed
+            m.state.images_seen += seen * self.world
+            self._save(m)
+        where = ", ".join(str(m.checkpoint) for m in members if m.checkpoint is not None) or "(no checkpoint)"
+        raise RunInterrupted(f"{self.desc}: stopped at epoch {epoch} step {step}; state saved to {where}; rerun "
+                             "the same command to resume")
+
+    def _teacher_outputs(self, x: Tensor) -> Outputs:
+        with torch.inference_mode():
+            from .models import forward_with_features
+
+            logits, feats = forward_with_features(self.teacher, x)
+        return Outputs(logits.float().clone(), feats.float().clone())  # plain tensors autograd may save
+
+    def train_step(self, x: Tensor, y: Tensor, epoch: int, members: Optional[List[_Member]] = None) -> None:
+        """One batch for every (live) student: one teacher forward, then each student's step in its own
+        RNG stream (so a student draws the same numbers alone or in a cell). No host synchronisation."""
+        members = self.members if members is None else members
+        t_out = None
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            if self.teacher is not None and any(m.method.requires_teacher for m in members):
+                t_out = self._teacher_outputs(x)
+        for m in members:
+            _set_rng(m.state.rng, self.device)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                terms, logits = m.forward(x, y, epoch, t_out if m.method.requires_teacher else None)
+            loss = sum(terms.values())
+            m.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            m.optimizer.step()
+            m.state.rng = _get_rng(self.device)
+            run = m.state.running
+            for k, v in terms.items():
+                run[f"loss_{k}"] = run.get(f"loss_{k}", 0) + v.detach().float()
+            run["loss"] = run.get("loss", 0) + loss.detach().float()
+            run["correct"] = run.get("correct", 0) + (logits.detach().argmax(1) == y).sum()
+            m.state.step += 1
+
+    # ------------------------------------------------------------------ end of epoch
+    def _end_epoch(self, members: List[_Member], epoch: int, seen: int, elapsed: float) -> None:
+        """Reduce the epoch's sums, fail non-finite students (the rest go on), evaluate when due, save."""
+        n_steps = self.steps * self.world
+        rows: Dict[str, Dict[str, Any]] = {}
+        for m in members:
+            if self.world > 1:
+                average_bn_stats(_unwrap(m.module).student)  # every rank evaluates and saves the same model
+            sums = {k: all_reduce_sum(torch.as_tensor(v, device=self.device).float().clone())
+                    for k, v in m.state.running.items()}
+            stats = {k: v.item() / n_steps for k, v in sums.items() if k != "correct"}
+            bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+            if bad:
+                m.failure = f"non-finite loss at epoch {epoch} (" + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")"
+                self.log(f"[{m.key}] FAILED: {m.failure}")
+                continue
+            rows[m.key] = {"epoch": epoch, "lr": lr_at(self.recipe, epoch, m.base_lr),
+                           "train_acc": 100.0 * sums["correct"].item() / (n_steps * self.batch), **stats}
+        live = [m for m in members if m.failure is None]
+        is_last = epoch == self.recipe.epochs
+        if live and (is_last or (self.recipe.eval_every and epoch % self.recipe.eval_every == 0)):
+            for m, ev in zip(live, self._evaluate(live, predictions=is_last)):
+                rows[m.key]["test_acc"] = ev["overall"]
+                if not m.state.best or ev["overall"] > m.state.best["overall"]:
+                    m.state.best = {"epoch": epoch, **ev}
                 if is_last:
-                    result.final = {"epoch": epoch, **ev}
-            result.history.append(row)
-            if rank == 0:
-                msg = (f"[{desc}] epoch {epoch}/{recipe.epochs} loss {row['loss']:.4f} "
-                       f"train {row['train_acc']:.1f}%")
-                if "test_acc" in row:
-                    msg += f" test {row['test_acc']:.2f}%"
-                log(msg + f" lr {lr:.4g} {seen * world / max(time.perf_counter() - t0, 1e-9):.0f} img/s")
-            save(epoch + 1, 0, {})
-            start_step = 0
-    result.epochs_completed = recipe.epochs
-    result.wall_time_s = time.perf_counter() - t_wall
-    return result
+                    m.state.final = {"epoch": epoch, **ev}
+        for m in live:
+            row = rows[m.key]
+            m.state.history.append(row)
+            m.state.epoch, m.state.step = epoch + 1, 0
+            self._save(m)  # durable before it is reported
+            if self.rank == 0:
+                if m.on_epoch is not None:
+                    m.on_epoch(row)
+                self.log(f"[{m.key}] epoch {epoch}/{self.recipe.epochs} loss {row['loss']:.4f} train "
+                         f"{row['train_acc']:.1f}%" + (f" test {row['test_acc']:.2f}%" if "test_acc" in row else "")
+                         + f" lr {row['lr']:.4g} {seen * self.world / max(elapsed, 1e-9):.0f} img/s")
+
+    @torch.inference_mode()
+    def _evaluate(self, members: List[_Member], predictions: bool = False) -> List[Dict[str, Any]]:
+        """One pass over the test set for all ``members``: per-class accuracy (reduced across ranks), its
+        summary, and (``predictions``) the argmax of every test image, gathered in test-set order."""
+        c = self.train_data.num_classes
+        models = [m.student for m in members]
+        modes = [mod.training for mod in models]
+        for mod in models:
+            mod.eval()
+        correct = [torch.zeros(c, dtype=torch.long, device=self.device) for _ in models]
+        total = torch.zeros(c, dtype=torch.long, device=self.device)
+        preds: List[List[Tensor]] = [[] for _ in models]
+        for x, y in self.test_data.eval_batches(self.recipe.eval_batch_size, self.rank, self.world):
+            total += torch.bincount(y, minlength=c)
+            for j, mod in enumerate(models):
+                with torch.autocast(x.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    pred = mod(x).argmax(dim=1)
+                correct[j] += torch.bincount(y[pred == y], minlength=c)
+                if predictions:
+                    preds[j].append(pred)
+        for mod, mode in zip(models, modes):
+            mod.train(mode)
+        total_l = all_reduce_sum(total).cpu().tolist()
+        out = []
+        for j, m in enumerate(members):
+            corr = all_reduce_sum(correct[j]).cpu().tolist()
+            per_class = [100.0 * a / t if t else 0.0 for a, t in zip(corr, total_l)]
+            out.append({"per_class_acc": per_class, "per_class_test_count": total_l,
+                        **summarize(per_class, self.train_data.class_counts, per_class_total=total_l)})
+            if predictions:
+                mine = torch.cat(preds[j]).cpu().numpy() if preds[j] else np.zeros(0, dtype=np.int64)
+                m.predictions = np.concatenate(all_gather_object(mine))  # rank shards are contiguous, in order
+        return out
+
+
+def _get_rng(device: torch.device) -> Dict[str, Tensor]:
+    """The global RNG state this student's randomness (dropout, drop-path) draws from."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng(state: Dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    return module.module if hasattr(module, "module") else module
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def train(student: nn.Module, method: Method, recipe: TrainRecipe, train_data: Any, test_data: Any, *,
+          seed: int, device: torch.device, teacher: Optional[nn.Module] = None,
+          checkpoint: Optional[Path] = None, base_lr: Optional[float] = None, desc: str = "train",
+          progress: bool = True, log: Callable[[str], None] = print,
+          stop: Optional[StopRequest] = None) -> TrainResult:
+    """Train one student (a cell of one); raise :class:`NonFiniteLoss` when its loss went non-finite."""
+    trainer = Trainer(recipe, train_data, test_data, seed=seed, device=device, teacher=teacher, stop=stop,
+                      desc=desc, progress=progress, log=log)
+    trainer.add(desc, student, method, base_lr=base_lr, checkpoint=checkpoint)
+    result = trainer.fit()[desc]
+    if result.failure:
+        raise NonFiniteLoss(result.failure)
+    return result

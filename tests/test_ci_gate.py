@@ -12,13 +12,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_same_seed_same_numbers(tmp_path, write_suite):
-    from benchmark.runner import GridRunner, expand_grid
+    from benchmark.runner import RunOptions, expand_grid, run_specs
 
     cfg = load_suite(str(write_suite(methods=("kd",))))
     recs = []
     for k in range(2):
-        runner = GridRunner(cfg, tmp_path / f"r{k}", torch.device("cpu"), progress=False, log=lambda m: None)
-        recs.append([runner.run(s) for s in expand_grid(cfg)])
+        opts = RunOptions(tmp_path / f"r{k}", torch.device("cpu"), progress=False, log=lambda m: None)
+        recs.append([o.record for o in run_specs(cfg, expand_grid(cfg, torch.device("cpu")), opts)])
     for a, b in zip(*recs):
         assert a["final"]["per_class_acc"] == b["final"]["per_class_acc"]
         assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]

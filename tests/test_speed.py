@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmark.speed import measure
-from benchmark.train import resolve_device
+from benchmark.device import resolve_device
 from conftest import run_cli
 
 

@@ -9,7 +9,7 @@ import torch
 
 from benchmark.data import TensorData
 from benchmark.speed import _kd, _models, measure
-from benchmark.train import DistillStep
+from benchmark.step import DistillStep
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,50 @@
+"""Atomic writes: a temp file in the target's folder, fsync, then ``os.replace``; readable by others (0644).
+
+Every file the harness writes (records, tables, plots, predictions, checkpoints) goes through
+:func:`atomic_write`, so a crash or a concurrent reader never sees half a file.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Union
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "atomic_savez"]
+
+FILE_MODE = 0o644
+
+
+def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO[bytes]], Any], mode: int = FILE_MODE) -> Path:
+    """Call ``write(fh)`` on a binary temp file beside ``path``, then move it into place with ``mode``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_torch_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
+    import torch
+
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_savez(path: Union[str, os.PathLike], **arrays: Any) -> Path:
+    """``numpy.savez_compressed`` to ``path`` atomically (the name is kept exactly, no ``.npz`` added)."""
+    import numpy as np
+
+    return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
