@@ -1,22 +1,26 @@
-"""Registry of long-tailed datasets: ``build_dataset``, ``list_datasets``, ``dataset_info``, ``verify_dataset``.
+"""Registry of long-tailed datasets: ``build_dataset``, ``list_datasets``, ``dataset_info``, ``dataset_root``,
+``verify_dataset``, ``download_dataset``.
 
 A family file (``fashion_mnist.py``, ``cifar.py``, ``txt_split.py``) decorates a builder with
-``@register_dataset(name, info=..., verify=...)``. The builtin families are imported on first
-use, so ``import datasets`` stays cheap.
+``@register_dataset(name, info=..., verify=..., download=...)``. The builtin families are imported on
+first use, so ``import datasets`` stays cheap.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 if TYPE_CHECKING:  # real imports are deferred: they pull in torch
-    from .base import DatasetInfo, VerifyReport
+    from pathlib import Path
 
-__all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "verify_dataset",
-           "default_transform", "DatasetInfo", "VerifyReport"]
+    from .base import DatasetInfo, DownloadUnavailable, VerifyReport
+
+__all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "dataset_root", "verify_dataset",
+           "download_dataset", "default_transform", "DatasetInfo", "VerifyReport", "DownloadUnavailable"]
 
 _BUILTINS = ("fashion_mnist", "cifar", "txt_split")
 _builtins_loaded = False
@@ -27,6 +31,7 @@ class _Entry:
     builder: Callable[..., Any]
     info: Optional["DatasetInfo"]
     verify: Optional[Callable[..., "VerifyReport"]]
+    download: Optional[Callable[..., Any]] = None
 
 
 _REGISTRY: Dict[str, _Entry] = {}
@@ -34,7 +39,7 @@ _REGISTRY: Dict[str, _Entry] = {}
 
 def __getattr__(name: str) -> Any:
     """Lazy access to ``DatasetInfo`` / ``VerifyReport`` so that importing the package does not import torch."""
-    if name in ("DatasetInfo", "VerifyReport"):
+    if name in ("DatasetInfo", "VerifyReport", "DownloadUnavailable"):
         from . import base
 
         return getattr(base, name)
@@ -42,18 +47,20 @@ def __getattr__(name: str) -> Any:
 
 
 def register_dataset(name: str, info: Optional["DatasetInfo"] = None,
-                     verify: Optional[Callable[..., "VerifyReport"]] = None) -> Callable:
+                     verify: Optional[Callable[..., "VerifyReport"]] = None,
+                     download: Optional[Callable[..., Any]] = None) -> Callable:
     """Decorator registering ``builder(root, split, imbalance_factor, seed, transform, **kw)`` under ``name``.
 
-    ``info`` (a ``DatasetInfo``) is what the harness reads before loading; ``verify(root)`` backs
-    ``verify_dataset`` / ``python -m benchmark prepare``.
+    ``info`` (a ``DatasetInfo``) is what the harness reads before loading; ``verify(root, **options)``
+    backs ``verify_dataset`` / ``python -m benchmark prepare``; ``download(root)`` fetches the files into
+    ``root`` (``prepare --download``) or raises ``DownloadUnavailable`` saying where to get them.
     """
 
     def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             warnings.warn(f"dataset '{name}' is registered twice; {builder.__module__}.{builder.__qualname__} "
                           f"replaces the earlier one", RuntimeWarning, stacklevel=2)
-        _REGISTRY[name] = _Entry(builder, info, verify)
+        _REGISTRY[name] = _Entry(builder, info, verify, download)
         return builder
 
     return wrap
@@ -92,6 +99,13 @@ def dataset_info(name: str) -> "DatasetInfo":
     return info
 
 
+def dataset_root(name: str, root: Optional[Any] = None) -> "Path":
+    """The folder ``name`` is read from: ``root`` if given, else its family's default under ``$LTKD_DATA`` or ./data."""
+    from .base import resolve_root
+
+    return resolve_root(root, _entry(name).info)
+
+
 def build_dataset(name: str, root: Optional[Any] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                   seed: int = 0, transform: Optional[Callable] = None, **kw: Any) -> Any:
     """Build split ``split`` of dataset ``name`` (train: long-tailed subset chosen by ``seed``; eval: untouched)."""
@@ -100,14 +114,37 @@ def build_dataset(name: str, root: Optional[Any] = None, split: str = "train", i
                          **kw)
 
 
-def verify_dataset(name: str, root: Optional[Any] = None) -> "VerifyReport":
-    """Check the files of ``name`` under ``root`` (presence, counts, checksums, missing images): a ``VerifyReport``."""
+def verify_dataset(name: str, root: Optional[Any] = None, **options: Any) -> "VerifyReport":
+    """Check the files of ``name`` under ``root`` (presence, counts, checksums, missing or corrupt images).
+
+    ``options`` go to the family's verify step where it takes them (split-file datasets: ``decode``,
+    ``workers``, ``max_listed``) and are dropped elsewhere, so one ``prepare`` command line fits every dataset.
+    """
     entry = _entry(name)
     if entry.verify is None:
         from .base import VerifyReport as Report
 
         return Report(ok=True, notes=[f"{name} has no verify step"], name=name, root=str(root or ""))
-    return entry.verify(root)
+    params = inspect.signature(entry.verify).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    return entry.verify(root, **options)
+
+
+def download_dataset(name: str, root: Optional[Any] = None) -> "Path":
+    """Fetch ``name``'s files into ``dataset_root(name, root)`` unless the builder already finds them; returns
+    the folder holding them.
+
+    Raises ``DownloadUnavailable`` for datasets that must be obtained by hand (ImageNet-LT, Places-LT)
+    and ``RuntimeError`` naming the URL when a download or its checksum fails.
+    """
+    entry = _entry(name)
+    if entry.download is None:
+        from .base import DownloadUnavailable as Unavailable
+
+        raise Unavailable(f"{name} has no download step; put its files under {dataset_root(name, root)} "
+                          f"or pass --root DIR")
+    return entry.download(root)
 
 
 def default_transform(name: str, train: bool) -> Callable:

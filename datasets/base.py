@@ -13,8 +13,8 @@ from torch.utils.data import Dataset
 
 from .longtail import check_imbalance_factor, class_counts_of, exponential_profile, subsample_per_class
 
-__all__ = ["DatasetInfo", "VerifyReport", "LTDataset", "InMemoryLTDataset", "build_in_memory", "check_split",
-           "resolve_imbalance_factor", "default_root", "resolve_root", "file_key", "PathLike"]
+__all__ = ["DatasetInfo", "VerifyReport", "DownloadUnavailable", "LTDataset", "InMemoryLTDataset", "build_in_memory",
+           "check_split", "resolve_imbalance_factor", "default_root", "resolve_root", "file_key", "PathLike"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 DATA_ENV = "LTKD_DATA"
@@ -34,6 +34,9 @@ class DatasetInfo:
     crop_padding: int
     splits: Tuple[str, ...]
     default_imbalance_factor: Optional[float]
+    # the family's folder under the data root ($LTKD_DATA or ./data), used whenever no root is given:
+    # the one place `prepare`, `--download` and the suites take the default location from
+    default_root: Optional[str] = None
 
 
 @dataclass
@@ -56,14 +59,20 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+class DownloadUnavailable(RuntimeError):
+    """The dataset cannot be downloaded by ltkd-bench (licence or size): the message says where to get it."""
+
+
 def default_root() -> Path:
-    """Data root used when ``root`` is None: ``$LTKD_DATA`` or ``./data``."""
-    return Path(os.environ.get(DATA_ENV, "data"))
+    """The data root: ``$LTKD_DATA`` or ``./data`` (each family has its own folder below it)."""
+    return Path(os.environ.get(DATA_ENV, "data")).expanduser()
 
 
-def resolve_root(root: Optional[PathLike]) -> Path:
-    """``root`` as a Path (``~`` expanded), or ``default_root()`` when None."""
-    return Path(root).expanduser() if root is not None else default_root()
+def resolve_root(root: Optional[PathLike], info: Optional[DatasetInfo] = None) -> Path:
+    """``root`` as a Path (``~`` expanded); when None, the family's folder ``default_root() / info.default_root``."""
+    if root is not None:
+        return Path(root).expanduser()
+    return default_root() / info.default_root if info is not None and info.default_root else default_root()
 
 
 def file_key(path: PathLike) -> Tuple[str, int, int]:

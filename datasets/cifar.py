@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from .base import (resolve_n_max, DatasetInfo, InMemoryLTDataset, PathLike, Veri
 from .longtail import describe_profile, exponential_profile, ldam_subsample
 
 __all__ = ["CIFAR10_INFO", "CIFAR100_INFO", "CifarLayout", "LAYOUTS", "locate_cifar", "load_cifar",
-           "build_cifar10_lt", "build_cifar100_lt", "verify_cifar"]
+           "build_cifar10_lt", "build_cifar100_lt", "verify_cifar", "download_cifar"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class CifarLayout:
     label_key: str
     n_max: int
     md5: Dict[str, str]  # official checksums (as in torchvision.datasets.CIFAR10/CIFAR100)
+    archive_md5: str = ""  # of the .tar.gz at ``url`` (torchvision's CIFAR10/CIFAR100.tgz_md5)
 
 
 LAYOUTS: Dict[str, CifarLayout] = {
@@ -47,20 +49,24 @@ LAYOUTS: Dict[str, CifarLayout] = {
         md5={"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
              "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
              "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
-             "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"}),
+             "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"},
+        archive_md5="c58f30108f718f92721af3b95e74349a"),
     "cifar100-lt": CifarLayout(
         folder="cifar-100-python", url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         files={"train": ("train",), "test": ("test",)}, meta="meta", label_key="fine_labels", n_max=500,
         md5={"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-             "meta": "7973b15100ade9c7d40fb424638fde48"}),
+             "meta": "7973b15100ade9c7d40fb424638fde48"},
+        archive_md5="eb9058c3a382ffc7106e4002c42a8d85"),
 }
 
 CIFAR10_INFO = DatasetInfo(name="cifar10-lt", num_classes=10, in_chans=3, image_size=32,
                            mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), in_memory=True,
-                           crop_padding=4, splits=("train", "test"), default_imbalance_factor=100)
+                           crop_padding=4, splits=("train", "test"), default_imbalance_factor=100,
+                           default_root="cifar")
 CIFAR100_INFO = DatasetInfo(name="cifar100-lt", num_classes=100, in_chans=3, image_size=32,
                             mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), in_memory=True,
-                            crop_padding=4, splits=("train", "test"), default_imbalance_factor=100)
+                            crop_padding=4, splits=("train", "test"), default_imbalance_factor=100,
+                            default_root="cifar")
 _INFOS = {"cifar10-lt": CIFAR10_INFO, "cifar100-lt": CIFAR100_INFO}
 PUBLISHED_TOTALS = {"cifar10-lt": {100: 12406, 50: 13996, 10: 20431},
                     "cifar100-lt": {100: 10847, 50: 12608, 10: 19573}}
@@ -68,7 +74,7 @@ PUBLISHED_TOTALS = {"cifar10-lt": {100: 12406, 50: 13996, 10: 20431},
 
 def locate_cifar(name: str, root: Optional[PathLike], split: str) -> List[Path]:
     """Paths of ``split``'s pickles: in ``root/<folder>`` (or ``root`` itself); FileNotFoundError if any is missing."""
-    layout, base = LAYOUTS[name], resolve_root(root)
+    layout, base = LAYOUTS[name], resolve_root(root, _INFOS[name])
     wanted = layout.files[split]
     candidates = [base / layout.folder, base]
     for folder in candidates:
@@ -78,8 +84,8 @@ def locate_cifar(name: str, root: Optional[PathLike], split: str) -> List[Path]:
     missing = [f for f in wanted if not (folder / f).is_file()]
     raise FileNotFoundError(
         f"{name}: {split} files {', '.join(missing)} missing in {folder} (looked in {candidates[0]} and {base}); "
-        f"download {layout.url} and extract it into {base} (it creates {layout.folder}/), or pass --root DIR "
-        f"holding {layout.folder}/")
+        f"download {layout.url} and extract it into {base} (it creates {layout.folder}/; `python -m benchmark "
+        f"prepare --dataset {name} --download --root {base}` does both), or pass --root DIR holding {layout.folder}/")
 
 
 def _unpickle(path: Path) -> dict:
@@ -149,7 +155,7 @@ def _md5(path: Path) -> str:
 
 def verify_cifar(name: str, root: Optional[PathLike]) -> VerifyReport:
     """Check presence, shapes, per-class counts (n_max per class train, balanced test) and official checksums."""
-    layout, info, base = LAYOUTS[name], _INFOS[name], resolve_root(root)
+    layout, info, base = LAYOUTS[name], _INFOS[name], resolve_root(root, _INFOS[name])
     problems: List[str] = []
     notes: List[str] = []
     wanted = [f for split in info.splits for f in layout.files[split]] + [layout.meta]
@@ -157,7 +163,8 @@ def verify_cifar(name: str, root: Optional[PathLike]) -> VerifyReport:
     missing = [f for f in wanted if not (folder / f).is_file()]
     if missing:
         problems.append(f"{name}: {', '.join(missing)} missing in {folder}; download {layout.url} and extract it "
-                        f"into {base} (it creates {layout.folder}/)")
+                        f"into {base} (it creates {layout.folder}/), or run `python -m benchmark prepare --dataset "
+                        f"{name} --download --root {base}`")
     for split in info.splits:
         if any(f in missing for f in layout.files[split]):
             continue
@@ -184,14 +191,38 @@ def verify_cifar(name: str, root: Optional[PathLike]) -> VerifyReport:
     return VerifyReport(ok=not problems, problems=problems, notes=notes, name=name, root=str(base))
 
 
-@register_dataset("cifar10-lt", info=CIFAR10_INFO, verify=functools.partial(verify_cifar, "cifar10-lt"))
+def download_cifar(name: str, root: Optional[PathLike]) -> Path:
+    """Fetch the official archive into ``root`` (None: the family default) with torchvision's downloader
+    (md5-checked) and extract it, unless every file is there already; returns the root."""
+    layout, base = LAYOUTS[name], resolve_root(root, _INFOS[name])
+    wanted = [f for files in layout.files.values() for f in files] + [layout.meta]
+    if any(all((folder / f).is_file() for f in wanted) for folder in (base / layout.folder, base)):
+        return base
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(layout.url, download_root=str(base), md5=layout.archive_md5,
+                                     remove_finished=True)
+    except Exception as err:  # offline, proxy, disk full, checksum: one line naming the URL
+        archive = base / os.path.basename(layout.url)
+        why = (f"md5 of {archive} is not the official {layout.archive_md5}: a broken or altered download; run the "
+               f"command again" if archive.is_file() and _md5(archive) != layout.archive_md5
+               else f"{type(err).__name__}: {err}")
+        raise RuntimeError(f"{name}: downloading {layout.url} into {base} failed ({why}); or download it by hand "
+                           f"and extract it into {base}") from None
+    return base
+
+
+@register_dataset("cifar10-lt", info=CIFAR10_INFO, verify=functools.partial(verify_cifar, "cifar10-lt"),
+                  download=functools.partial(download_cifar, "cifar10-lt"))
 def build_cifar10_lt(root: Optional[PathLike] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                      seed: int = 0, transform: Optional[Callable] = None, n_max: Optional[int] = None) -> InMemoryLTDataset:
     """CIFAR-10-LT: train = LDAM-DRW's seeded exponential subset (IF 100/50/10 -> 12,406/13,996/20,431), test = 10k."""
     return _build("cifar10-lt", root, split, imbalance_factor, seed, transform, n_max)
 
 
-@register_dataset("cifar100-lt", info=CIFAR100_INFO, verify=functools.partial(verify_cifar, "cifar100-lt"))
+@register_dataset("cifar100-lt", info=CIFAR100_INFO, verify=functools.partial(verify_cifar, "cifar100-lt"),
+                  download=functools.partial(download_cifar, "cifar100-lt"))
 def build_cifar100_lt(root: Optional[PathLike] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                       seed: int = 0, transform: Optional[Callable] = None, n_max: Optional[int] = None) -> InMemoryLTDataset:
     """CIFAR-100-LT: train = LDAM-DRW's seeded exponential subset (IF 100/50/10 -> 10,847/12,608/19,573), test = 10k."""

@@ -19,7 +19,7 @@ from .base import (resolve_n_max, DatasetInfo, InMemoryLTDataset, PathLike, Veri
 from .longtail import describe_profile, exponential_profile
 
 __all__ = ["INFO", "N_MAX", "DEBIAN_DIR", "locate_fashion_mnist", "read_idx", "load_fashion_mnist",
-           "build_fmnist_lt", "verify_fmnist_lt"]
+           "build_fmnist_lt", "verify_fmnist_lt", "download_fmnist"]
 
 N_MAX = 6000
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
@@ -36,7 +36,8 @@ OFFICIAL_MD5 = {  # of the .gz files as released (torchvision.datasets.FashionMN
 }
 
 INFO = DatasetInfo(name="fmnist-lt", num_classes=10, in_chans=1, image_size=28, mean=(0.2860,), std=(0.3530,),
-                   in_memory=True, crop_padding=2, splits=("train", "test"), default_imbalance_factor=100)
+                   in_memory=True, crop_padding=2, splits=("train", "test"), default_imbalance_factor=100,
+                   default_root="fmnist")
 
 
 def _stems() -> List[str]:
@@ -44,10 +45,10 @@ def _stems() -> List[str]:
 
 
 def _search_dirs(root: Optional[PathLike]) -> List[Path]:
-    dirs = [] if root is None else [resolve_root(root), resolve_root(root) / "FashionMNIST" / "raw"]
+    base = resolve_root(root, INFO)  # no root: the family's default folder (where `prepare --download` puts them)
     # Debian's copy is a fallback only when no root is given: an explicit root that lacks the files must fail,
     # not silently train on (and record) another folder
-    return dirs + ([DEBIAN_DIR] if root is None else [])
+    return [base, base / "FashionMNIST" / "raw"] + ([DEBIAN_DIR] if root is None else [])
 
 
 def _find_in(folder: Path) -> Optional[Dict[str, Path]]:
@@ -79,7 +80,7 @@ def locate_fashion_mnist(root: Optional[PathLike] = None, download: bool = True)
         found = _find_in(folder)
         if found:
             return found
-    target = resolve_root(root)
+    target = resolve_root(root, INFO)
     why = "download disabled"
     if download:
         try:
@@ -140,6 +141,25 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def download_fmnist(root: Optional[PathLike]) -> Path:
+    """Let torchvision fetch and md5-check the four files into ``root/FashionMNIST/raw`` (None: the family
+    default), unless the builder finds them already (with no root, also the Debian package); returns their folder."""
+    try:
+        return next(iter(locate_fashion_mnist(root, download=False).values())).parent
+    except FileNotFoundError:
+        pass
+    target = resolve_root(root, INFO)
+    try:
+        _download(target)
+    except Exception as err:  # offline, proxy, disk full, checksum: one line naming the source
+        from torchvision.datasets import FashionMNIST
+
+        raise RuntimeError(f"fmnist-lt: downloading Fashion-MNIST from {FashionMNIST.mirrors[0]} into {target} failed "
+                           f"({type(err).__name__}: {err}); `apt-get install dataset-fashion-mnist` installs it "
+                           f"offline") from None
+    return next(iter(locate_fashion_mnist(root, download=False).values())).parent
+
+
 def verify_fmnist_lt(root: Optional[PathLike] = None) -> VerifyReport:
     """Check the four files (found without downloading): sizes 60k/10k, 6000/1000 per class, 28x28, checksums."""
     problems: List[str] = []
@@ -173,7 +193,7 @@ def verify_fmnist_lt(root: Optional[PathLike] = None) -> VerifyReport:
     return VerifyReport(ok=not problems, problems=problems, notes=notes, name=INFO.name, root=str(root or ""))
 
 
-@register_dataset("fmnist-lt", info=INFO, verify=verify_fmnist_lt)
+@register_dataset("fmnist-lt", info=INFO, verify=verify_fmnist_lt, download=download_fmnist)
 def build_fmnist_lt(root: Optional[PathLike] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                     seed: int = 0, transform: Optional[Callable] = None, download: bool = True,
                     n_max: Optional[int] = None) -> InMemoryLTDataset:

@@ -2,24 +2,29 @@
 
 Each split file has one ``relative/path label`` per line, paths relative to ``root``. The
 imbalance is fixed by the file (``imbalance_factor`` must stay None); images load lazily as RGB.
+Neither can be downloaded by ltkd-bench (the images come under their owners' terms): ``verify``
+checks a tree obtained by hand, down to images that exist but do not decode.
 """
 from __future__ import annotations
 
 import functools
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from . import register_dataset
-from .base import (DatasetInfo, LTDataset, PathLike, VerifyReport, check_split, file_key, resolve_root,
-                   resolve_imbalance_factor)
+from .base import (DatasetInfo, DownloadUnavailable, LTDataset, PathLike, VerifyReport, check_split, file_key,
+                   resolve_root, resolve_imbalance_factor)
 from .longtail import describe_profile
 
 __all__ = ["IMAGENET_LT_INFO", "PLACES_LT_INFO", "TxtLayout", "LAYOUTS", "parse_split_file", "locate_split_file",
-           "TxtSplitDataset", "build_imagenet_lt", "build_places_lt", "verify_txt_split"]
+           "TxtSplitDataset", "build_imagenet_lt", "build_places_lt", "verify_txt_split", "decode_problem",
+           "find_undecodable", "no_download"]
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _OLTR = "https://github.com/zhmiao/OpenLongTailRecognition-OLTR"
@@ -52,10 +57,10 @@ LAYOUTS: Dict[str, TxtLayout] = {
 
 IMAGENET_LT_INFO = DatasetInfo(name="imagenet-lt", num_classes=1000, in_chans=3, image_size=224, mean=_IMAGENET_MEAN,
                                std=_IMAGENET_STD, in_memory=False, crop_padding=0, splits=("train", "val", "test"),
-                               default_imbalance_factor=None)
+                               default_imbalance_factor=None, default_root="imagenet")
 PLACES_LT_INFO = DatasetInfo(name="places-lt", num_classes=365, in_chans=3, image_size=224, mean=_IMAGENET_MEAN,
                              std=_IMAGENET_STD, in_memory=False, crop_padding=0, splits=("train", "val", "test"),
-                             default_imbalance_factor=None)
+                             default_imbalance_factor=None, default_root="places")
 _INFOS = {"imagenet-lt": IMAGENET_LT_INFO, "places-lt": PLACES_LT_INFO}
 
 
@@ -68,7 +73,7 @@ def _how_to_get(name: str, root: Path, split_file_hint: bool = True) -> str:
 
 def locate_split_file(name: str, root: Optional[PathLike], split: str, split_file: Optional[PathLike] = None) -> Path:
     """The split file: ``split_file`` if given (as is, else relative to root), else ``root/<Prefix>_<split>.txt``."""
-    base = resolve_root(root)
+    base = resolve_root(root, _INFOS[name])
     if split_file is not None:
         candidates = [Path(split_file), base / split_file]
     else:
@@ -138,14 +143,42 @@ def _build(name: str, root: Optional[PathLike], split: str, imbalance_factor: Op
     resolve_imbalance_factor(info, imbalance_factor)
     path = locate_split_file(name, root, split, split_file)
     paths, targets = parse_split_file(path, info.num_classes)
-    base = resolve_root(root)
+    base = resolve_root(root, info)
     return TxtSplitDataset(info, split, base, paths, targets, path, transform)
 
 
-def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5) -> VerifyReport:
-    """Check the three split files (sizes, train max/min, balanced eval splits) and that every image exists."""
+def decode_problem(path: str) -> Optional[str]:
+    """None if PIL decodes the image at ``path``, else why not in a few words (empty file, not an image, truncated)."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEG: decode at 1/8 scale
+            img.load()  # still reads every byte: a truncated file fails here
+    except UnidentifiedImageError:
+        return "empty file" if os.path.getsize(path) == 0 else "not an image"
+    except Exception as err:  # PIL reports damage as OSError, SyntaxError, ValueError, DecompressionBombError...
+        text = str(err)
+        return "truncated" if "truncated" in text.lower() else f"{type(err).__name__}: {text[:80]}"
+    return None
+
+
+def find_undecodable(paths: Sequence[str], workers: int = 8) -> Dict[str, str]:
+    """``path -> reason`` for every image of ``paths`` that PIL cannot decode, checked by ``workers`` threads
+    (PIL releases the GIL while decoding)."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(decode_problem, paths, chunksize=64))
+    return {p: why for p, why in zip(paths, reasons) if why is not None}
+
+
+def _listed(items: Sequence[str], max_listed: int) -> str:
+    return ", ".join(items[:max_listed]) + (", ..." if len(items) > max_listed else "")
+
+
+def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5, decode: bool = True,
+                     workers: Optional[int] = None) -> VerifyReport:
+    """Check the three split files (sizes, train max/min, balanced eval splits) and every image they list:
+    present, and (``decode``) decodable by PIL. At most ``max_listed`` file names are shown per problem."""
     layout, info = LAYOUTS[name], _INFOS[name]
-    base = resolve_root(root)
+    base = resolve_root(root, info)
     problems: List[str] = []
     notes: List[str] = []
     if not base.is_dir():
@@ -161,12 +194,14 @@ def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5) -
     if absent:
         problems.append(f"{name}: split files {', '.join(absent)} not found in {base} or {base / layout.prefix}; "
                         f"{_how_to_get(name, base, False)}")
+    parsed: Dict[str, Tuple[Path, Tuple[str, ...]]] = {}
     for split, path in located.items():
         try:
             paths, targets = parse_split_file(path, info.num_classes)
         except ValueError as err:
             problems.append(str(err))
             continue
+        parsed[split] = (path, paths)
         expected = layout.sizes[split]
         if len(paths) != expected:
             problems.append(f"{path.name}: {len(paths):,} lines, expected {expected:,}")
@@ -185,15 +220,39 @@ def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5) -
         elif len(set(counts)) != 1 or counts[0] != layout.per_class[split]:
             problems.append(f"{path.name}: class sizes min {min(counts)} max {max(counts)}, expected "
                             f"{layout.per_class[split]} per class")
-        missing = [p for p in paths if not os.path.isfile(os.path.join(base, p))]
+    unique = list(dict.fromkeys(p for _, paths in parsed.values() for p in paths))
+    exists = {p: os.path.isfile(os.path.join(base, p)) for p in unique}
+    broken: Dict[str, str] = {}
+    if decode and unique:
+        present = [p for p in unique if exists[p]]
+        workers = workers or min(8, os.cpu_count() or 1)
+        t0 = time.perf_counter()
+        found = find_undecodable([os.path.join(base, p) for p in present], workers)
+        broken = {p: found[os.path.join(base, p)] for p in present if os.path.join(base, p) in found}
+        notes.append(f"decoded {len(present):,} images with {workers} threads in {time.perf_counter() - t0:.1f} s"
+                     + (f": {len(broken):,} cannot be decoded" if broken else ""))
+    for path, paths in parsed.values():
+        missing = [p for p in paths if not exists[p]]
         if missing:
-            shown = ", ".join(missing[:max_listed])
             problems.append(f"{path.name}: {len(missing):,} of {len(paths):,} images missing under {base} "
-                            f"(first: {shown}); {layout.images_hint.replace('ROOT', str(base))}")
+                            f"(first: {_listed(missing, max_listed)}); {layout.images_hint.replace('ROOT', str(base))}")
+        bad = [p for p in paths if p in broken]
+        if bad:
+            shown = [f"{p} ({broken[p]})" for p in bad]
+            problems.append(f"{path.name}: {len(bad):,} of {len(paths):,} images under {base} cannot be decoded "
+                            f"(first: {_listed(shown, max_listed)}); download those files again or replace them")
     return VerifyReport(ok=not problems, problems=problems, notes=notes, name=name, root=str(base))
 
 
-@register_dataset("imagenet-lt", info=IMAGENET_LT_INFO, verify=functools.partial(verify_txt_split, "imagenet-lt"))
+def no_download(name: str, root: PathLike) -> Path:
+    """ImageNet-LT / Places-LT cannot be downloaded by ltkd-bench: raise ``DownloadUnavailable`` saying where to get them."""
+    raise DownloadUnavailable(f"{name} cannot be downloaded by ltkd-bench (the images come under their owners' "
+                              f"terms): {_how_to_get(name, Path(root), False)}; then run `python -m benchmark "
+                              f"prepare --dataset {name} --root {root}`")
+
+
+@register_dataset("imagenet-lt", info=IMAGENET_LT_INFO, verify=functools.partial(verify_txt_split, "imagenet-lt"),
+                  download=functools.partial(no_download, "imagenet-lt"))
 def build_imagenet_lt(root: Optional[PathLike] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                       seed: int = 0, transform: Optional[Callable] = None,
                       split_file: Optional[PathLike] = None) -> TxtSplitDataset:
@@ -201,7 +260,8 @@ def build_imagenet_lt(root: Optional[PathLike] = None, split: str = "train", imb
     return _build("imagenet-lt", root, split, imbalance_factor, seed, transform, split_file)
 
 
-@register_dataset("places-lt", info=PLACES_LT_INFO, verify=functools.partial(verify_txt_split, "places-lt"))
+@register_dataset("places-lt", info=PLACES_LT_INFO, verify=functools.partial(verify_txt_split, "places-lt"),
+                  download=functools.partial(no_download, "places-lt"))
 def build_places_lt(root: Optional[PathLike] = None, split: str = "train", imbalance_factor: Optional[float] = None,
                     seed: int = 0, transform: Optional[Callable] = None,
                     split_file: Optional[PathLike] = None) -> TxtSplitDataset:
