@@ -137,12 +137,20 @@ def test_train_split_and_per_class_and_json(ev_model, tmp_path, capsys):
     assert len(per_class_rows) == 10 and per_class_rows[0].split("|")[2].strip() == "600"
 
 
-def test_timm_checkpoint_with_wrapper_prefix(ev_model, ev_reference, tmp_path, capsys):
-    """A timm-style training checkpoint: `state_dict` with DDP's `module.` prefix, `args` as a Namespace."""
+@pytest.mark.parametrize("layout", ["timm", "epoch"])
+def test_training_checkpoints(layout, ev_model, ev_reference, tmp_path, capsys):
+    """timm's training checkpoint (`state_dict` with DDP's `module.` prefix, `args` as a Namespace) and the
+    harness's epoch checkpoint of an unfinished run (`student` beside optimiser and loop state)."""
     model, _ = ev_model
     ckpt = tmp_path / "checkpoint-3.pth.tar"
-    torch.save({"epoch": 3, "arch": ARCH, "args": argparse.Namespace(lr=0.05),
-                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    if layout == "timm":
+        torch.save({"epoch": 3, "arch": ARCH, "args": argparse.Namespace(lr=0.05),
+                    "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        torch.save({"student": model.state_dict(), "method": {}, "optimizer": opt.state_dict(),
+                    "loop": {"epoch": 2, "step": 0, "history": [{"loss": 1.0}], "best": {}, "final": {},
+                             "running": {"loss": torch.zeros(())}, "rng": None}}, ckpt)
     code, out, err = _eval(["--checkpoint", ckpt, "--model", ARCH, "--dataset", "fmnist-lt", "--device", "cpu"], capsys)
     assert code == 0, err
     assert _table(out)["overall"] == f"{sum(ev_reference) / 10:.2f}"
