@@ -7,9 +7,10 @@ classifier. Widths and depths were picked for CPU training throughput (see ``tes
 * ``cifar_cnn_tiny``  (student): widths (16, 32, 48), depths (1, 2, 1): 4 convs, ~29k parameters
   at 10 classes;
 * ``cifar_cnn_small`` (teacher): widths (32, 64, 128), depths (1, 1, 2): 4 convs, ~242k parameters.
-"""
-from __future__ import annotations
 
+Feature levels (``feature_info``): the three stages ``stages.0``..``stages.2`` (reductions 1, 2, 4); each
+ends in a ReLU, so its pre-activation is the last BN's output.
+"""
 from typing import Sequence
 
 import torch
@@ -51,10 +52,15 @@ class CifarCNN(CifarNet):
             stages.append(nn.Sequential(*convs))
             prev = width
         self.stages = nn.Sequential(*stages)
+        n = len(widths)
+        self._init_features(levels=[(f"stages.{i}",) for i in range(n)], modules=[f"stages.{i}" for i in range(n)],
+                            channels=widths, reductions=[2 ** i for i in range(n)])
         self._init_head(prev, num_classes, drop_rate, global_pool)
         init_weights_kaiming(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_levels(x, len(self._level_paths) - 1, preact=False)[0]
         return self.stages(x)
 
     def group_matcher(self, coarse: bool = False):
@@ -71,11 +77,13 @@ default_cfgs = generate_default_cfgs({
 def cifar_cnn_tiny(pretrained: bool = False, **kwargs) -> CifarCNN:
     """Tiny student for the CPU suites: widths (16, 32, 48), depths (1, 2, 1)."""
     model_args = dict(widths=(16, 32, 48), depths=(1, 2, 1))
-    return build_cifar_model(CifarCNN, "cifar_cnn_tiny", pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarCNN, "cifar_cnn_tiny", pretrained, num_levels=3, flatten_sequential=True,
+                             **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_cnn_small(pretrained: bool = False, **kwargs) -> CifarCNN:
     """Small teacher for the CPU suites: widths (32, 64, 128), depths (1, 1, 2)."""
     model_args = dict(widths=(32, 64, 128), depths=(1, 1, 2))
-    return build_cifar_model(CifarCNN, "cifar_cnn_small", pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarCNN, "cifar_cnn_small", pretrained, num_levels=3, flatten_sequential=True,
+                             **dict(model_args, **kwargs))

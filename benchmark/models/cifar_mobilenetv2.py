@@ -6,9 +6,12 @@ zoo: the 3x3 stem conv has stride 2, the inverted-residual stages (t, c, n, s) =
 scaled by 0.5, so on 32x32 inputs they run at 16/16/8/4/4/2/2 px; every block has its 1x1
 expansion conv (also where t = 1). A 1x1 conv to 1280 channels, BN, ReLU, global average pooling
 and a linear head follow. 0.81M parameters at 100 classes.
-"""
-from __future__ import annotations
 
+Feature levels (``feature_info``), as the KD literature's ``feats``: the stem (``conv1``, its ReLU ``conv1.2``) and the end of
+each resolution (the block groups before a stride-2 group and the last one: ``blocks.1``, ``blocks.2``,
+``blocks.4``, ``blocks.6``; reductions 2, 2, 4, 8, 16). The groups end in linear bottlenecks (no ReLU),
+so their pre-activations are the outputs themselves; the stem's is its BN output.
+"""
 from typing import Sequence, Tuple
 
 import torch
@@ -75,10 +78,27 @@ class CifarMobileNetV2(CifarNet):
         self.blocks = nn.Sequential(*blocks)
         last = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = _conv_bn(prev, last, 1)
+        # a level ends where the resolution is about to drop (and at the last group)
+        strides = [s for _, _, _, s in setting]
+        ends = [g for g in range(len(setting)) if g == len(setting) - 1 or strides[g + 1] > 1]
+        # the stem's level is named by its ReLU ("conv1.2"): timm's list/dict wrappers flatten Sequentials
+        levels, modules, channels, reductions = [("conv1",)], ["conv1.2"], [int(32 * width_mult)], [stem_stride]
+        reduction, start = stem_stride, 0
+        for end in ends:
+            levels.append(tuple(f"blocks.{g}" for g in range(start, end + 1)))
+            modules.append(f"blocks.{end}")
+            channels.append(int(setting[end][1] * width_mult))
+            for g in range(start, end + 1):
+                reduction *= strides[g]
+            reductions.append(reduction)
+            start = end + 1
+        self._init_features(levels, modules, channels, reductions, tail=("conv2",))
         self._init_head(last, num_classes, drop_rate, global_pool)
         init_weights_kaiming(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_levels(x, len(self.feature_info) - 1, preact=False)[0]
         x = self.conv1(x)
         x = self.blocks(x)
         return self.conv2(x)
@@ -96,4 +116,5 @@ default_cfgs = generate_default_cfgs({
 def cifar_mobilenetv2(pretrained: bool = False, **kwargs) -> CifarMobileNetV2:
     """CRD's ``mobile_half``: MobileNetV2, expansion 6, width 0.5, 0.81M params."""
     model_args = dict(expansion=6, width_mult=0.5)
-    return build_cifar_model(CifarMobileNetV2, "cifar_mobilenetv2", pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarMobileNetV2, "cifar_mobilenetv2", pretrained, num_levels=5, flatten_sequential=True,
+                             **dict(model_args, **kwargs))

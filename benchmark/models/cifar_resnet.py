@@ -6,13 +6,14 @@ shortcut is a 1x1 conv + BN where the shape changes. ``cifar_resnetN`` uses widt
 16 (stem) / 16 / 32 / 64; the "x4" variants (``cifar_resnet8x4``, ``cifar_resnet32x4``) use
 32 / 64 / 128 / 256. Parameter counts at 100 classes: resnet20 0.28M, resnet32 0.47M,
 resnet56 0.86M, resnet110 1.73M, resnet8x4 1.23M, resnet32x4 7.43M.
-"""
-from __future__ import annotations
 
-from typing import Sequence
+Feature levels (``feature_info``): the stem (``relu``) and ``layer1``..``layer3`` (reductions 1, 1, 2, 4).
+"""
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 
 from ._common import CifarNet, build_cifar_model, cifar_cfg, init_weights_kaiming
@@ -43,6 +44,13 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return self.relu(out + shortcut)
 
+    def forward_preact(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(output, the residual sum before the final ReLU): one pass, same numbers as ``forward``."""
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        pre = self.bn2(self.conv2(out)) + shortcut
+        return F.relu(pre), pre
+
 
 class CifarResNet(CifarNet):
     """ResNet for 32x32 inputs; ``widths`` = (stem, stage1, stage2, stage3)."""
@@ -69,10 +77,15 @@ class CifarResNet(CifarNet):
                 prev = width
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = layers
+        self._init_features(levels=[("conv1", "bn1", "relu"), ("layer1",), ("layer2",), ("layer3",)],
+                            modules=["relu", "layer1", "layer2", "layer3"], channels=widths,
+                            reductions=(1, 1, 2, 4))
         self._init_head(prev, num_classes, drop_rate, global_pool)
         init_weights_kaiming(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_levels(x, 3, preact=False)[0]
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer1(x)
         x = self.layer2(x)
@@ -81,7 +94,7 @@ class CifarResNet(CifarNet):
 
 def _create(variant: str, pretrained: bool, depth: int, widths: Sequence[int], **kwargs) -> CifarResNet:
     model_args = dict(depth=depth, widths=tuple(widths))
-    return build_cifar_model(CifarResNet, variant, pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarResNet, variant, pretrained, num_levels=4, **dict(model_args, **kwargs))
 
 
 _W1 = (16, 16, 32, 64)

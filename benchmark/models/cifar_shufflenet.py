@@ -9,10 +9,13 @@ starts with a stride-2 unit, so on 32x32 inputs the stages run at 16 / 8 / 4 px.
   ungrouped; stride-2 units concatenate an avg-pooled shortcut). 0.95M params at 100 classes.
 * V2 (Ma et al. 2018), 1x: stage widths 116 / 232 / 464 with 3 / 7 / 3 basic units after each
   down-sampling unit, then a 1x1 conv to 1024, BN, ReLU. 1.36M params at 100 classes.
-"""
-from __future__ import annotations
 
-from typing import Sequence
+Feature levels (``feature_info``), as the KD literature's ``feats``: the stem (``relu``, after conv1-BN) and
+``layer1``..``layer3`` (reductions 1, 2, 4, 8). Pre-activations are the last unit's output before its final
+ReLU (V2: before the ReLU of the convolved half; the pass-through half is kept and the result shuffled
+like the output, so output = relu(pre-activation); the CRD code keeps it unshuffled).
+"""
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -59,6 +62,17 @@ class ShuffleV1Unit(nn.Module):
         out = torch.cat([out, res], 1) if self.stride == 2 else out + res
         return F.relu(out, inplace=True)
 
+    def forward_preact(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(output, the sum / concatenation before the final ReLU)."""
+        out = F.relu(self.conv1(x), inplace=True)
+        if self.shuffle_groups > 1:
+            out = channel_shuffle(out, self.shuffle_groups)
+        out = F.relu(self.conv2(out), inplace=True)
+        out = self.conv3(out)
+        res = self.shortcut(x)
+        pre = torch.cat([out, res], 1) if self.stride == 2 else out + res
+        return F.relu(pre), pre
+
 
 class CifarShuffleNetV1(CifarNet):
     def __init__(self, stage_widths: Sequence[int] = (240, 480, 960), stage_blocks: Sequence[int] = (4, 8, 4),
@@ -68,6 +82,7 @@ class CifarShuffleNetV1(CifarNet):
         self.in_chans = in_chans
         self.conv1 = nn.Conv2d(in_chans, stem_width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
         prev = stem_width
         stages = []
         for width, n in zip(stage_widths, stage_blocks):
@@ -80,11 +95,16 @@ class CifarShuffleNetV1(CifarNet):
                 prev = width
             stages.append(nn.Sequential(*units))
         self.layer1, self.layer2, self.layer3 = stages
+        self._init_features(levels=[("conv1", "bn1", "relu"), ("layer1",), ("layer2",), ("layer3",)],
+                            modules=["relu", "layer1", "layer2", "layer3"],
+                            channels=[stem_width, *stage_widths], reductions=(1, 2, 4, 8))
         self._init_head(prev, num_classes, drop_rate, global_pool)
         init_weights_kaiming(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_levels(x, 3, preact=False)[0]
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer1(x)
         x = self.layer2(x)
         return self.layer3(x)
@@ -108,6 +128,14 @@ class ShuffleV2Basic(nn.Module):
         out = self.conv2(out)
         out = F.relu(self.conv3(out), inplace=True)
         return channel_shuffle(torch.cat([x1, out], 1), 2)
+
+    def forward_preact(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(output, the same concatenation and shuffle taken before the convolved half's last ReLU)."""
+        x1, x2 = x[:, :self.split], x[:, self.split:]
+        out = F.relu(self.conv1(x2), inplace=True)
+        out = self.conv3(self.conv2(out))
+        pre = channel_shuffle(torch.cat([x1, out], 1), 2)
+        return channel_shuffle(torch.cat([x1, F.relu(out)], 1), 2), pre
 
 
 class ShuffleV2Down(nn.Module):
@@ -139,6 +167,7 @@ class CifarShuffleNetV2(CifarNet):
         self.in_chans = in_chans
         self.conv1 = nn.Conv2d(in_chans, stem_width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
         prev = stem_width
         stages = []
         for width, n in zip(stage_widths, stage_blocks):
@@ -147,15 +176,22 @@ class CifarShuffleNetV2(CifarNet):
         self.layer1, self.layer2, self.layer3 = stages
         self.conv2 = nn.Conv2d(prev, last_width, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(last_width)
+        self.relu2 = nn.ReLU(inplace=True)
+        self._init_features(levels=[("conv1", "bn1", "relu"), ("layer1",), ("layer2",), ("layer3",)],
+                            modules=["relu", "layer1", "layer2", "layer3"],
+                            channels=[stem_width, *stage_widths], reductions=(1, 2, 4, 8),
+                            tail=("conv2", "bn2", "relu2"))
         self._init_head(last_width, num_classes, drop_rate, global_pool)
         init_weights_kaiming(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_levels(x, 3, preact=False)[0]
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
-        return F.relu(self.bn2(self.conv2(x)), inplace=True)
+        return self.relu2(self.bn2(self.conv2(x)))
 
 
 default_cfgs = generate_default_cfgs({
@@ -168,11 +204,13 @@ default_cfgs = generate_default_cfgs({
 def cifar_shufflenetv1(pretrained: bool = False, **kwargs) -> CifarShuffleNetV1:
     """CRD's ``ShuffleV1``: groups 3, widths 240/480/960, 4/8/4 units, 0.95M params."""
     model_args = dict(stage_widths=(240, 480, 960), stage_blocks=(4, 8, 4), groups=3)
-    return build_cifar_model(CifarShuffleNetV1, "cifar_shufflenetv1", pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarShuffleNetV1, "cifar_shufflenetv1", pretrained, num_levels=4,
+                             **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_shufflenetv2(pretrained: bool = False, **kwargs) -> CifarShuffleNetV2:
     """CRD's ``ShuffleV2`` (1x): widths 116/232/464, 3/7/3 units, 1024-wide last conv, 1.36M params."""
     model_args = dict(stage_widths=(116, 232, 464), stage_blocks=(3, 7, 3), last_width=1024)
-    return build_cifar_model(CifarShuffleNetV2, "cifar_shufflenetv2", pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarShuffleNetV2, "cifar_shufflenetv2", pretrained, num_levels=4,
+                             **dict(model_args, **kwargs))

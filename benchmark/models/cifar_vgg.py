@@ -5,9 +5,12 @@ inputs the blocks run at 32 / 16 / 8 / 4 / 4 px (the literature keeps blocks 3 a
 resolution for CIFAR). Global average pooling and a linear 512 -> classes head. Parameter counts at
 100 classes: vgg8 3.96M, vgg13 9.46M (vgg11 9.28M). The convs keep their bias, as in the reference
 implementation, so the counts match the literature.
-"""
-from __future__ import annotations
 
+Feature levels (``feature_info``): the outputs of ``block0``..``block4`` (reductions 1, 2, 4, 8, 8), as the
+KD literature's ``feats``; each block ends in a ReLU, so its pre-activation is the last BN's output.
+The three max-pools are separate modules (``pool0``..``pool2``), registered in execution order so that
+timm's feature wrappers can rebuild the trunk from the model's children.
+"""
 from typing import Sequence
 
 import torch
@@ -41,15 +44,28 @@ class CifarVGG(CifarNet):
                 layers += [nn.Conv2d(prev, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 prev = width
             blocks.append(nn.Sequential(*layers))
-        self.block0, self.block1, self.block2, self.block3, self.block4 = blocks
-        self.pool = nn.MaxPool2d(2, 2)
+        # registration order = execution order (timm's feature wrappers replay the children)
+        self.block0 = blocks[0]
+        self.pool0 = nn.MaxPool2d(2, 2)
+        self.block1 = blocks[1]
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.block2 = blocks[2]
+        self.pool2 = nn.MaxPool2d(2, 2)
+        self.block3 = blocks[3]
+        self.block4 = blocks[4]
+        self._init_features(levels=[("block0",), ("pool0", "block1"), ("pool1", "block2"), ("pool2", "block3"),
+                                    ("block4",)],
+                            modules=[f"block{i}" for i in range(5)], channels=[c[-1] for c in cfg],
+                            reductions=(1, 2, 4, 8, 8))
         self._init_head(prev, num_classes, drop_rate, global_pool)
         init_weights_kaiming(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.block0(x))
-        x = self.pool(self.block1(x))
-        x = self.pool(self.block2(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_levels(x, 4, preact=False)[0]
+        x = self.pool0(self.block0(x))
+        x = self.pool1(self.block1(x))
+        x = self.pool2(self.block2(x))
         x = self.block3(x)
         return self.block4(x)
 
@@ -64,7 +80,7 @@ default_cfgs = generate_default_cfgs({
 
 def _create(variant: str, pretrained: bool, **kwargs) -> CifarVGG:
     model_args = dict(cfg=VGG_CFGS[variant.replace("cifar_", "")])
-    return build_cifar_model(CifarVGG, variant, pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarVGG, variant, pretrained, num_levels=5, **dict(model_args, **kwargs))
 
 
 @register_model

@@ -5,8 +5,12 @@ basic blocks (BN-ReLU-conv, twice) of widths 16k / 32k / 64k at 32 / 16 / 8 px, 
 global average pooling and a linear classifier. Where the shape changes, the shortcut is a 1x1
 conv applied to the pre-activated input. Parameter counts at 100 classes: wrn_40_2 2.26M,
 wrn_16_2 0.70M, wrn_40_1 0.57M, wrn_16_1 0.18M.
+
+Feature levels (``feature_info``): the stem conv (``conv1``) and ``block1``..``block3`` (reductions 1, 1, 2, 4),
+taken before the final BN-ReLU (``forward_intermediates(norm=True)`` applies it to the last level).
+Pre-activations are each level's output through the BN that the next layer applies before its ReLU.
 """
-from __future__ import annotations
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -46,8 +50,17 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
+def _batch_norm_no_update(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` as the network computes it (batch statistics in training), without touching running stats."""
+    use_batch_stats = bn.training or bn.running_mean is None
+    return F.batch_norm(x, None if use_batch_stats else bn.running_mean, None if use_batch_stats else bn.running_var,
+                        bn.weight, bn.bias, use_batch_stats, 0.0, bn.eps)
+
+
 class CifarWideResNet(CifarNet):
     """WRN-depth-widen_factor for 32x32 inputs."""
+
+    tail_is_norm = True
 
     def __init__(self, depth: int = 16, widen_factor: int = 2, num_classes: int = 100, in_chans: int = 3,
                  drop_rate: float = 0.0, block_drop_rate: float = 0.0, global_pool: str = "avg") -> None:
@@ -69,10 +82,20 @@ class CifarWideResNet(CifarNet):
         self.block1, self.block2, self.block3 = blocks
         self.bn1 = nn.BatchNorm2d(prev)
         self.relu = nn.ReLU(inplace=True)
+        self._init_features(levels=[("conv1",), ("block1",), ("block2",), ("block3",)],
+                            modules=["conv1", "block1", "block2", "block3"], channels=widths,
+                            reductions=(1, 1, 2, 4), tail=("bn1", "relu"))
         self._init_head(prev, num_classes, drop_rate, global_pool)
         init_weights_kaiming(self)
 
+    def _refine_preacts(self, maps: List[torch.Tensor], pres: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Level i's pre-activation: its output through the next BN (block{i+1}'s first bn1, then ``bn1``)."""
+        bns = [self.block1[0].bn1, self.block2[0].bn1, self.block3[0].bn1, self.bn1]
+        return [_batch_norm_no_update(bn, m) for bn, m in zip(bns, maps)]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._forward_levels(x, 3, preact=False)[0]
         x = self.conv1(x)
         x = self.block1(x)
         x = self.block2(x)
@@ -85,7 +108,7 @@ class CifarWideResNet(CifarNet):
 
 def _create(variant: str, pretrained: bool, depth: int, widen_factor: int, **kwargs) -> CifarWideResNet:
     model_args = dict(depth=depth, widen_factor=widen_factor)
-    return build_cifar_model(CifarWideResNet, variant, pretrained, **dict(model_args, **kwargs))
+    return build_cifar_model(CifarWideResNet, variant, pretrained, num_levels=4, **dict(model_args, **kwargs))
 
 
 default_cfgs = generate_default_cfgs({
