@@ -7,7 +7,7 @@ Semantics equal torchvision's ``RandomCrop(size, padding=p)`` + ``RandomHorizont
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,6 +15,8 @@ from torch import Tensor
 __all__ = ["epoch_generator", "crop_flip", "TensorData", "LoaderData", "build_data"]
 
 Batch = Tuple[Tensor, Tensor]
+#: ``(x, y)``, or ``(x, y, index)`` with ``with_index=True`` (index: the rows of the training split, int64)
+TrainBatch = Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -69,12 +71,13 @@ class TensorData:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def train_batches(self, batch_size: int, seed: int, epoch: int, augment: str = "crop_flip",
-                      rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+                      rank: int = 0, world_size: int = 1, with_index: bool = False) -> Iterator[TrainBatch]:
         """Shuffled, augmented batches for one epoch; the last incomplete batch is dropped.
 
         With ``world_size > 1`` (``batch_size`` is the per-rank batch) every rank draws the same global
         batch of ``batch_size * world_size`` images and its augmentation, and keeps every
         ``world_size``-th image from ``rank``: the views of a step do not depend on the world size.
+        ``with_index`` also yields each image's row in the split (``(x, y, index)``; CRD's memory bank).
         """
         gen = epoch_generator(seed, epoch, self.device)
         perm = torch.randperm(len(self), generator=gen, device=self.device)
@@ -87,7 +90,7 @@ class TensorData:
                 x = crop_flip(x, self.padding, flip=True, gen=gen, crop=augment == "crop_flip")
             if world_size > 1:
                 x, idx = x[rank::world_size], idx[rank::world_size]
-            yield self.normalise(x), self.targets[idx]
+            yield (self.normalise(x), self.targets[idx], idx) if with_index else (self.normalise(x), self.targets[idx])
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
         return (len(self) // world_size) // batch_size
@@ -132,14 +135,20 @@ class LoaderData:
         return x, y.to(self.device, non_blocking=True)
 
     def train_batches(self, batch_size: int, seed: int, epoch: int, augment: str = "rrc_flip",
-                      rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+                      rank: int = 0, world_size: int = 1, with_index: bool = False) -> Iterator[TrainBatch]:
+        """This rank's shard of a seeded permutation, in batches (last incomplete one dropped);
+        ``with_index`` also yields each image's row in the split (``(x, y, index)``)."""
         gen = epoch_generator(seed, epoch)
         perm = torch.randperm(len(self), generator=gen)
         usable = (len(perm) // world_size) * world_size
-        shard = perm[:usable][rank::world_size].tolist()
+        shard = perm[:usable][rank::world_size]
         transform = self.train_transform if augment != "none" else self.eval_transform
-        for x, y in self._loader(transform, batch_size, shard, drop_last=True):
-            yield self._to_device(x, y)
+        for i, (x, y) in enumerate(self._loader(transform, batch_size, shard.tolist(), drop_last=True)):
+            x, y = self._to_device(x, y)
+            if with_index:  # the sampler yields the shard in order: batch i holds its i-th slice
+                yield x, y, shard[i * batch_size:(i + 1) * batch_size].to(self.device, non_blocking=True)
+            else:
+                yield x, y
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
         return (len(self) // world_size) // batch_size

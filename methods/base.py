@@ -8,12 +8,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup"]
+__all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup", "NEEDS", "DEFAULT_NEEDS"]
+
+#: What a method may declare in ``Method.needs``: network outputs (``logits``, pooled ``features``, the
+#: levels' ``feature_maps`` / ``preact_maps``, see :class:`Outputs`) and the batch's dataset row ``index``.
+NEEDS: FrozenSet[str] = frozenset({"logits", "features", "feature_maps", "preact_maps", "index"})
+DEFAULT_NEEDS: FrozenSet[str] = frozenset({"logits", "features"})
 
 
 def as_target(t: Tensor) -> Tensor:
@@ -30,10 +35,19 @@ def linear_warmup(epoch: int, warmup: float) -> float:
 
 @dataclass
 class Outputs:
-    """What a network produced for one batch: logits (B, C) and pooled penultimate features (B, D)."""
+    """What a network produced for one batch: logits (B, C), pooled penultimate features (B, D) and, for
+    methods whose ``needs`` ask for them, feature maps (None otherwise).
+
+    ``feature_maps``: the outputs of every feature level of the network (timm's ``forward_intermediates``
+    over its ``feature_info``; level 0 is the stem in the zoo and in timm's ResNets, as in the KD
+    literature's ``feats``). ``preact_maps``: the same levels before their final activation where the
+    network can give them (the zoo's ``forward_intermediates_preact``), else the ``feature_maps`` themselves.
+    """
 
     logits: Tensor
     features: Tensor
+    feature_maps: Optional[List[Tensor]] = None
+    preact_maps: Optional[List[Tensor]] = None
 
 
 @dataclass
@@ -44,6 +58,13 @@ class MethodContext:
     student_dim: int
     teacher_dim: Optional[int] = None
     epochs: int = 1
+    #: rows of the training split: the range of the sample ``index`` (CRD's memory bank)
+    num_train: Optional[int] = None
+    #: class of each training row, by dataset index (CRD's negatives from other classes)
+    train_targets: Optional[Sequence[int]] = None
+    #: (C, H, W) of each feature level at the training input size (connectors; ``benchmark.models.map_shapes``)
+    student_shapes: Optional[Sequence[Tuple[int, int, int]]] = None
+    teacher_shapes: Optional[Sequence[Tuple[int, int, int]]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -130,6 +151,9 @@ class Method(nn.Module):
     #: Allowed interval of numeric hyper-parameters, e.g. ``{"temperature": "(0, inf)"}`` (see the class docstring).
     hparam_bounds: ClassVar[Dict[str, str]] = {}
     requires_teacher: ClassVar[bool] = True
+    #: What the method reads (see ``NEEDS``); the harness computes only that, for student and teacher alike,
+    #: in one forward each. Feature methods add "feature_maps" / "preact_maps"; "index" passes ``index=``.
+    needs: ClassVar[FrozenSet[str]] = DEFAULT_NEEDS
     #: One line shown by ``python -m benchmark list`` and in the leaderboard legend.
     summary: ClassVar[str] = ""
 
@@ -189,6 +213,14 @@ class Method(nn.Module):
             raise ValueError(f"method '{self.name}' needs teacher outputs (requires_teacher=True), got None")
         return teacher
 
+    def require_maps(self, outputs: Outputs, kind: str = "feature_maps") -> List[Tensor]:
+        """``outputs.feature_maps`` (or ``preact_maps``), or a clear error when ``needs`` did not ask for them."""
+        maps = getattr(outputs, kind)
+        if maps is None:
+            raise ValueError(f"method '{self.name}' got no {kind}: declare needs = frozenset({{..., '{kind}'}}) "
+                             f"so that the harness computes them")
+        return maps
+
     def setup(
         self,
         teacher: Optional[Callable[[Tensor], Outputs]],
@@ -196,10 +228,12 @@ class Method(nn.Module):
     ) -> None:
         """One-time preparation before training (priors, prototypes). Default: nothing.
 
-        ``teacher(x)`` returns the frozen teacher's :class:`Outputs` (no grad); ``train_batches()``
-        yields un-augmented, normalised ``(x, y)`` training batches on the training device.
+        ``teacher(x)`` returns the frozen teacher's :class:`Outputs` (no grad, with what ``needs`` asks
+        for); ``train_batches()`` yields un-augmented, normalised ``(x, y)`` training batches on the
+        training device.
         """
 
     def forward(self, student: Outputs, teacher: Optional[Outputs], target: Tensor, epoch: int) -> Dict[str, Tensor]:
-        """Loss terms for one batch; ``epoch`` is 1-based. Every value is a 0-dim tensor."""
+        """Loss terms for one batch; ``epoch`` is 1-based. Every value is a 0-dim tensor. A method whose
+        ``needs`` include "index" also gets ``index=`` (the batch's dataset row indices, (B,) int64)."""
         raise NotImplementedError

@@ -9,16 +9,18 @@ Importing this package (``import benchmark`` does) registers, one family per mod
 * ``cifar_shufflenet``: ``cifar_shufflenetv1``, ``cifar_shufflenetv2``
 * ``cifar_cnn``: ``cifar_cnn_tiny`` / ``cifar_cnn_small``, small fast convnets for the CPU suites
 
-so ``timm.create_model("cifar_resnet8x4", num_classes=100)`` works. All of them (and stock timm
-models) are used through :func:`forward_with_features`, which returns logits and pooled features.
+so ``timm.create_model("cifar_resnet8x4", num_classes=100)`` works, and so do timm's feature API
+(``features_only=True``, ``forward_intermediates``), TorchScript and gradient checkpointing. All of them
+(and stock timm models) are used through :func:`forward_outputs`, which returns what a method needs
+(logits, pooled features, feature maps) in one pass; :func:`map_shapes` gives the feature maps' shapes.
 """
-from __future__ import annotations
-
 from . import cifar_cnn, cifar_mobilenetv2, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401
 from ._common import CIFAR100_MEAN, CIFAR100_STD, CifarNet
-from .features import ZOO_MODULES, WithFeatures, create_model, feature_dim, forward_with_features, list_zoo
+from .features import (ZOO_MODULES, WithFeatures, create_model, feature_dim, forward_outputs, forward_with_features,
+                       list_zoo, map_shapes)
 
 __all__ = [
-    "forward_with_features", "feature_dim", "create_model", "list_zoo", "WithFeatures", "ZOO_MODULES",
+    "forward_with_features", "forward_outputs", "map_shapes", "feature_dim", "create_model", "list_zoo",
+    "WithFeatures", "ZOO_MODULES",
     "CifarNet", "CIFAR100_MEAN", "CIFAR100_STD",
 ]

@@ -1,19 +1,24 @@
-"""Model-agnostic access to logits and pooled penultimate features, for our zoo and stock timm models.
+"""Model-agnostic access to logits, pooled penultimate features and feature maps, for our zoo and stock
+timm models.
 
-Everything goes through timm's standard API (``forward_features`` / ``forward_head(pre_logits=True)``
-/ ``get_classifier``), so the harness and the methods never need a model-specific forward.
+Everything goes through timm's standard API (``forward_features`` / ``forward_intermediates`` /
+``forward_head(pre_logits=True)`` / ``get_classifier``), so the harness and the methods never need a
+model-specific forward. :func:`forward_outputs` computes what a method ``needs`` in one pass.
 """
-from __future__ import annotations
-
 import difflib
 import re
-from typing import Any, List, Tuple
+from typing import AbstractSet, Any, List, Optional, Sequence, Tuple
 
 import timm
 import torch
 import torch.nn as nn
 
-__all__ = ["forward_with_features", "feature_dim", "create_model", "list_zoo", "WithFeatures", "ZOO_MODULES"]
+from methods.base import DEFAULT_NEEDS, NEEDS, Outputs
+
+__all__ = ["forward_with_features", "forward_outputs", "map_shapes", "feature_dim", "create_model", "list_zoo",
+           "WithFeatures", "ZOO_MODULES"]
+
+_MAP_NEEDS = frozenset({"feature_maps", "preact_maps"})
 
 # modules (last component of the module name, as timm records it) that make up our zoo
 ZOO_MODULES = ("cifar_cnn", "cifar_resnet", "cifar_wrn", "cifar_vgg", "cifar_mobilenetv2", "cifar_shufflenet")
@@ -77,6 +82,75 @@ def forward_with_features(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tens
         raise TypeError("forward_with_features: wrap the model as DDP(WithFeatures(model)) to train with "
                         "features under DistributedDataParallel")
     return _logits_and_features(base, x)
+
+
+def _head(model: nn.Module, fmap: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(logits, pooled features) from the last feature map, as :func:`_logits_and_features` computes them."""
+    feats = model.forward_head(fmap, pre_logits=True)
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(classifier, nn.Identity):
+        logits = feats
+    elif isinstance(classifier, nn.Module):
+        logits = classifier(feats)
+    else:
+        logits = model.forward_head(fmap)
+    return logits, feats.flatten(1) if feats.ndim > 2 else feats
+
+
+def forward_outputs(model: nn.Module, x: torch.Tensor, needs: AbstractSet[str] = DEFAULT_NEEDS) -> Outputs:
+    """The :class:`~methods.base.Outputs` a method ``needs`` (see ``methods.base.NEEDS``), in ONE forward pass.
+
+    Logits and pooled features only (the default): exactly :func:`forward_with_features`. With
+    ``feature_maps`` / ``preact_maps``: ``forward_intermediates(x)`` (timm's API: the zoo and stock timm
+    models that have it, e.g. ``resnet18``), whose final output feeds the head, so maps, features and
+    logits come from the same pass. ``preact_maps`` come from the zoo's ``forward_intermediates_preact``
+    where the model has it; elsewhere they are the feature maps (the pre-activations are not exposed).
+    Fields not asked for are None. ``index`` is a data need and is ignored here.
+    """
+    unknown = set(needs) - NEEDS
+    if unknown:
+        raise ValueError(f"forward_outputs: unknown needs {sorted(unknown)}; allowed: {sorted(NEEDS)}")
+    if not _MAP_NEEDS & set(needs):
+        logits, feats = forward_with_features(model, x)
+        return Outputs(logits, feats)
+    base = _unwrap(model)
+    if isinstance(base, WithFeatures):
+        base = base.model
+    if base is not model and isinstance(model, nn.parallel.DistributedDataParallel) and torch.is_grad_enabled():
+        raise TypeError("forward_outputs: feature maps bypass DistributedDataParallel's forward; wrap the module "
+                        "that calls forward_outputs (the harness wraps DistillStep) in DDP instead")
+    if "preact_maps" in needs and hasattr(base, "forward_intermediates_preact"):
+        fmap, maps, pres = base.forward_intermediates_preact(x)
+    elif hasattr(base, "forward_intermediates"):
+        fmap, maps = base.forward_intermediates(x)
+        pres = maps
+    else:
+        raise TypeError(f"{type(base).__name__} has no forward_intermediates (timm's feature-map API), so methods "
+                        f"needing feature maps cannot use it; pick a timm model that has it (e.g. resnet18)")
+    logits, feats = _head(base, fmap)
+    return Outputs(logits, feats, feature_maps=list(maps) if "feature_maps" in needs else None,
+                   preact_maps=list(pres) if "preact_maps" in needs else None)
+
+
+@torch.no_grad()
+def map_shapes(model: nn.Module, input_size: Sequence[int]) -> List[Tuple[int, int, int]]:
+    """(C, H, W) of each feature level of ``model`` for inputs of ``input_size`` (C, H, W): one dry forward
+    of a single image in eval mode (the model's mode is restored). Feature methods size connectors with it."""
+    base = _unwrap(model)
+    if isinstance(base, WithFeatures):
+        base = base.model
+    if not hasattr(base, "forward_intermediates"):
+        raise TypeError(f"{type(base).__name__} has no forward_intermediates (timm's feature-map API)")
+    ref = next(base.parameters(), None)
+    x = torch.zeros(1, *input_size, device=None if ref is None else ref.device,
+                    dtype=None if ref is None else ref.dtype)
+    was_training = base.training
+    base.eval()
+    try:
+        maps = base.forward_intermediates(x, intermediates_only=True)
+    finally:
+        base.train(was_training)
+    return [tuple(int(d) for d in m.shape[1:]) for m in maps]
 
 
 def feature_dim(model: nn.Module) -> int:
