@@ -22,7 +22,8 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "ltkd_bench.methods"
 _REGISTRY: Dict[str, Type[Method]] = {}
-_BUILTINS = ("ce", "kd", "dkd", "la_kd", "krdistill", "bkd", "ltkd", "dist", "balanced_softmax")
+_BUILTINS = ("ce", "kd", "dkd", "la_kd", "krdistill", "bkd", "ltkd", "dist", "balanced_softmax",
+             "fitnet", "at", "rkd", "reviewkd", "crd")
 _entry_points_loaded = False
 
 
