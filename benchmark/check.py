@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import distributed as D
 from .config import CONFIG_DIR, ConfigError, SuiteConfig
 from .errors import did_you_mean
 from .evaluate import METRICS
@@ -165,8 +166,6 @@ class CheckOptions:
 
 def run_check(cfg: SuiteConfig, opts: CheckOptions, device: torch.device, log: Callable[[str], None] = print) -> int:
     """Train the suite, then compare with (or, ``update_reference``, write) its reference; 1 on regression."""
-    from . import distributed as D
-
     ref_path = reference_path(cfg, opts.reference)
     reference = None if opts.update_reference else load_reference(ref_path)  # refuse a bad one before training
     tmp = None

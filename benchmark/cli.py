@@ -1,6 +1,9 @@
-"""``python -m benchmark``: run, list, report, check, prepare (and speed).
+"""``python -m benchmark`` / ``ltkd-bench``: run, list, report, check, prepare, eval and speed.
 
 Every error a user can cause ends as one line on stderr naming the problem and the fix, exit code 2.
+Only ``__main__`` imports this module. The commands import torch-heavy modules (runner, trainer, methods,
+datasets) inside their function, on purpose: ``--help``, ``--version`` and argument errors then answer at
+once instead of after the 2-3 s torch/timm import.
 """
 from __future__ import annotations
 
@@ -325,14 +328,10 @@ def _print_verdict(cfg: SuiteConfig, records: list) -> None:
     print(f"reproduction: {len(lines) - off} of {len(lines)} runs reproduced" + (f", {off} off" if off else ""))
 
 
-def dry_run(cfg: SuiteConfig, specs: list, out: Path, device) -> int:
-    """Each run's status in ``out`` (done / to do / failed), its recipe and the data it needs; exit 1 when
-    some data is missing."""
+def _missing_data(cfg: SuiteConfig) -> dict:
+    """{dataset name: why} for every dataset of the suite whose training split cannot be read."""
     import datasets as ds
 
-    from .results import RunStore
-
-    store = RunStore(out)
     missing = {}
     for entry in cfg.datasets:
         for imb in entry.imbalance_factors:
@@ -342,18 +341,27 @@ def dry_run(cfg: SuiteConfig, specs: list, out: Path, device) -> int:
                                  **entry.options)
             except (FileNotFoundError, ValueError, RuntimeError) as err:
                 missing[entry.name] = str(err).splitlines()[0]
+    return missing
+
+
+def dry_run(cfg: SuiteConfig, specs: list, out: Path, device) -> int:
+    """Each run's status in ``out`` (done / to do / failed), its recipe and the data it needs; exit 1 when
+    some data is missing."""
+    from .results import RunStore
+
+    store = RunStore(out)
+    missing = _missing_data(cfg)
+    status = {s.run_id: (store.load(s.run_id) or {}).get("status", "to do") for s in specs}
     for s in specs:
-        rec = store.load(s.run_id)
-        status = "to do" if rec is None else ("done" if rec.get("status") == "ok" else "failed")
         r = dict(s.recipe)
         who = f"teacher {s.arch}" if s.role == "teacher" else f"{s.teacher_arch}->{s.arch} {s.method}"
-        data = f"{s.dataset}" + (f" IF {s.imbalance_factor:g}" if s.imbalance_factor else "")
-        print(f"{status:6s} {s.run_id}  {who}, {data}, {r['epochs']} ep x batch {r['batch_size']}, lr "
-              f"{s.student_lr or r['lr']:g} {r['schedule']}" + (f"  [data MISSING]" if s.dataset in missing else ""))
+        data = s.dataset + (f" IF {s.imbalance_factor:g}" if s.imbalance_factor else "")
+        print(f"{status[s.run_id].replace('ok', 'done'):6s} {s.run_id}  {who}, {data}, {r['epochs']} ep x batch "
+              f"{r['batch_size']}, lr {s.student_lr or r['lr']:g} {r['schedule']}"
+              + ("  [data MISSING]" if s.dataset in missing else ""))
     for name, why in missing.items():
         print(f"missing data for {name}: {why}", file=sys.stderr)
-    n = {k: sum(1 for s in specs if (store.load(s.run_id) or {}).get("status", "to do") == k)
-         for k in ("ok", "failed", "to do")}
+    n = {k: sum(v == k for v in status.values()) for k in ("ok", "failed", "to do")}
     print(f"{len(specs)} runs on {device}: {n['ok']} done, {n['to do']} to do, {n['failed']} failed")
     return 1 if missing else 0
 

@@ -18,6 +18,7 @@ import sys
 from typing import Any, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 
 from .device import resolve_device
 
@@ -34,20 +35,14 @@ def env_world_size() -> int:
 
 
 def _initialised() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
-    import torch.distributed as dist
-
     return dist.get_rank() if _initialised() else 0
 
 
 def world_size() -> int:
-    import torch.distributed as dist
-
     return dist.get_world_size() if _initialised() else 1
 
 
@@ -67,8 +62,6 @@ def init_from_env(device_pref: str = "auto") -> Tuple[int, int, int]:
     (then its rank and size are returned). On CUDA the backend is NCCL and the current device becomes
     ``cuda:LOCAL_RANK``; on CPU (``--device cpu`` or no GPU) it is gloo.
     """
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if _initialised():
         return dist.get_rank(), dist.get_world_size(), local_rank
@@ -110,16 +103,12 @@ def local_device(device_pref: str = "auto") -> torch.device:
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` in place across ranks (a no-op in a single process); returns it."""
     if world_size() > 1:
-        import torch.distributed as dist
-
         dist.all_reduce(t)
     return t
 
 
 def all_gather_object(obj: Any) -> list:
     """Every rank's ``obj`` in rank order (``[obj]`` in a single process)."""
-    import torch.distributed as dist
-
     if world_size() <= 1:
         return [obj]
     out: list = [None] * world_size()
@@ -129,8 +118,6 @@ def all_gather_object(obj: Any) -> list:
 
 def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
-    import torch.distributed as dist
-
     if world_size() > 1:
         if dist.get_backend() == "nccl":
             dist.barrier(device_ids=[torch.cuda.current_device()])
@@ -140,8 +127,6 @@ def barrier() -> None:
 
 def broadcast(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s value of a picklable ``obj`` on every rank (identity in a single process)."""
-    import torch.distributed as dist
-
     if world_size() <= 1:
         return obj
     box = [obj]
@@ -153,8 +138,6 @@ def broadcast(obj: Any, src: int = 0) -> Any:
 def cleanup() -> None:
     """Destroy the process group, if any (call once, at the end of the command; no barrier, so it is safe
     on an error path where another rank may be stuck)."""
-    import torch.distributed as dist
-
     if _initialised():
         dist.destroy_process_group()
 
@@ -187,8 +170,6 @@ def average_bn_stats(module: torch.nn.Module) -> None:
     alone would ignore half the data and leave ranks with different models. After this every rank holds
     the same statistics, the mean over the global batch (as a single process would have them).
     """
-    import torch.distributed as dist
-
     world = world_size()
     if world <= 1:
         return

@@ -10,6 +10,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from datasets.longtail import frequency_thirds, shot_groups
+
 __all__ = ["per_class_counts", "summarize", "GROUPS", "METRICS"]
 
 GROUPS = ("many", "medium", "few", "head", "middle", "tail")
@@ -41,8 +43,6 @@ def summarize(per_class_acc: Sequence[float], class_counts: Sequence[int],
     ``overall`` weighs classes by their test size (``per_class_total``; equal weights if absent).
     A group with no class is reported as ``None`` and listed in ``empty_groups``.
     """
-    from datasets.longtail import frequency_thirds, shot_groups
-
     acc = [float(a) for a in per_class_acc]
     if per_class_total is None:
         per_class_total = [1] * len(acc)

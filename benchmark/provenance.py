@@ -15,7 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+import timm
 import torch
+import torchvision
+
+from . import __version__
+from .distributed import world_size
 
 __all__ = ["RESULTS_FAMILY", "REPO_DIR", "code_fingerprint", "git_state", "code_info", "environment_info"]
 
@@ -72,19 +77,12 @@ def git_state() -> Tuple[Optional[str], Optional[bool]]:
 def code_info(plugins: Iterable[str] = ()) -> Dict[str, Any]:
     """The ``code`` block of a run record."""
     commit, dirty = git_state()
-    from . import __version__
-
     return {"family": RESULTS_FAMILY, "fingerprint": code_fingerprint(plugins), "version": __version__,
             "git_commit": commit, "git_dirty": dirty}
 
 
 def environment_info(device: torch.device) -> Dict[str, Any]:
     """Versions and the device: what a reader needs to repeat a run."""
-    import timm
-    import torchvision
-
-    from .distributed import world_size
-
     if device.type == "cuda":
         dev_name = f"cuda: {torch.cuda.get_device_name(device)}"
     else:

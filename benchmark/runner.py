@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import timm
 import torch
 
 import methods
@@ -105,8 +106,6 @@ def teacher_init(pair: Pair) -> Optional[str]:
 def _file_overlay(arch: str, path: Path) -> Dict[str, Any]:
     """timm's ``pretrained_cfg_overlay`` for a local weights file, with the file's own class count, so that
     timm keeps a classifier of the right size (weights trained on this very split) and drops any other."""
-    import timm
-
     overlay: Dict[str, Any] = {"file": str(path)}
     classifier = timm.models.get_pretrained_cfg_value(arch, "classifier")
     if isinstance(classifier, str):
@@ -305,33 +304,23 @@ class GridRunner:
         return [outcomes[s.run_id] for s in specs]
 
     def _train(self, specs: List[RunSpec], with_teacher: bool) -> List[Outcome]:
-        first = specs[0]
-        recipe = first.train_recipe()
+        """Train one cell: its data and teacher, a Trainer with every student, then a record per run."""
         t0 = time.perf_counter()
         try:
-            train_data, test_data = self.data(first, recipe)
-            needs_teacher = with_teacher and any(methods.get_method(s.method).requires_teacher for s in specs)
-            teacher = self._teacher_model(first, train_data) if needs_teacher else None
+            trainer, train_data = self._trainer(specs, with_teacher)
         except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception as err:
-            kind = err.kind if isinstance(err, _CellFailed) else _ERROR
+        except Exception as err:  # the cell cannot start: every run of it is recorded as failed
             if not isinstance(err, _CellFailed):
                 self.log(traceback.format_exc())
-            return [self._finish(s, None, None, "failed", str(err) if isinstance(err, _CellFailed) else
-                                 f"{type(err).__name__}: {err}", kind, t0) for s in specs]
-        label = (f"teacher {first.arch}" if first.role == "teacher" else
-                 f"{first.teacher_arch}->{first.arch} [{', '.join(s.method for s in specs)}]")
-        trainer = Trainer(recipe, train_data, test_data, seed=first.seed, device=self.device, teacher=teacher,
-                          stop=self.opts.stop, desc=label, progress=self.opts.progress, log=self.log)
-        self.log(f"==> {label} on {first.dataset}" + (f" IF {first.imbalance_factor:g}" if first.imbalance_factor
-                                                       else "") + f", {recipe.epochs} epochs, seed {first.seed}, "
-                 f"{self.device}" + (f", {len(specs)} runs in lockstep" if len(specs) > 1 else ""))
+            reason = str(err) if isinstance(err, _CellFailed) else f"{type(err).__name__}: {err}"
+            kind = err.kind if isinstance(err, _CellFailed) else _ERROR
+            return [self._finish(s, None, None, "failed", reason, kind, t0) for s in specs]
         failed: Dict[str, Tuple[str, str]] = {}
         students: Dict[str, torch.nn.Module] = {}
         for spec in specs:
             try:
-                students[spec.run_id] = self._add(trainer, spec, train_data, teacher)
+                students[spec.run_id] = self._add(trainer, spec, train_data)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except (ValueError, TypeError) as err:  # an invalid hyper-parameter fails the same way every time
@@ -340,34 +329,50 @@ class GridRunner:
                 self.log(traceback.format_exc())
                 failed[spec.run_id] = (f"{type(err).__name__}: {err}", _ERROR)
         results = trainer.fit() if trainer.members else {}
-        outcomes = []
-        for spec in specs:
-            result = results.get(spec.run_id)
-            if spec.run_id in failed:
-                reason, kind = failed[spec.run_id]
-                outcomes.append(self._finish(spec, None, None, "failed", reason, kind, t0))
-            elif result.failure:
-                kind = _DETERMINISTIC if result.failure.startswith("non-finite") else _ERROR
-                outcomes.append(self._finish(spec, train_data, result, "failed", result.failure, kind, t0))
-            else:
-                outcomes.append(self._finish(spec, train_data, result, "ok", None, None, t0,
-                                             students[spec.run_id]))
+        outcomes = [self._outcome(spec, train_data, results.get(spec.run_id), failed.get(spec.run_id),
+                                  students.get(spec.run_id), t0) for spec in specs]
         if is_main():
             regenerate(self.out)
         barrier()  # DDP: ranks go on only once records and weights are on disk
         return outcomes
 
-    def _add(self, trainer: Trainer, spec: RunSpec, train_data: Any, teacher: Optional[torch.nn.Module]):
+    def _trainer(self, specs: List[RunSpec], with_teacher: bool) -> Tuple[Trainer, Any]:
+        """The cell's data, its teacher (only when some method uses it) and an empty Trainer."""
+        first = specs[0]
+        recipe = first.train_recipe()
+        train_data, test_data = self.data(first, recipe)
+        needs_teacher = with_teacher and any(methods.get_method(s.method).requires_teacher for s in specs)
+        teacher = self._teacher_model(first, train_data) if needs_teacher else None
+        label = (f"teacher {first.arch}" if first.role == "teacher" else
+                 f"{first.teacher_arch}->{first.arch} [{', '.join(s.method for s in specs)}]")
+        self.log(f"==> {label} on {first.dataset}" + (f" IF {first.imbalance_factor:g}" if first.imbalance_factor
+                                                       else "") + f", {recipe.epochs} epochs, seed {first.seed}, "
+                 f"{self.device}" + (f", {len(specs)} runs in lockstep" if len(specs) > 1 else ""))
+        trainer = Trainer(recipe, train_data, test_data, seed=first.seed, device=self.device, teacher=teacher,
+                          stop=self.opts.stop, desc=label, progress=self.opts.progress, log=self.log)
+        return trainer, train_data
+
+    def _outcome(self, spec: RunSpec, train_data: Any, result: Optional[TrainResult],
+                 failed: Optional[Tuple[str, str]], student: Optional[torch.nn.Module], t0: float) -> Outcome:
+        if failed is not None:
+            return self._finish(spec, None, None, "failed", failed[0], failed[1], t0)
+        if result.failure:
+            kind = _DETERMINISTIC if result.failure.startswith("non-finite") else _ERROR
+            return self._finish(spec, train_data, result, "failed", result.failure, kind, t0)
+        return self._finish(spec, train_data, result, "ok", None, None, t0, student)
+
+    def _add(self, trainer: Trainer, spec: RunSpec, train_data: Any) -> torch.nn.Module:
+        """Build the spec's student and method (seeded by the spec alone) and add them to the cell."""
         method_cls = methods.get_method(spec.method)
         torch.manual_seed(spec.seed)  # the student's initialisation depends on its seed only
         pair = self._pair_of_teacher(spec) if spec.init is not None else None
         student = self._model(spec.arch, train_data, pair.teacher_weights if pair is not None else None)
         ctx = methods.MethodContext(class_counts=train_data.class_counts, student_dim=feature_dim(student),
-                                    teacher_dim=feature_dim(teacher) if teacher is not None else None,
+                                    teacher_dim=feature_dim(trainer.teacher) if trainer.teacher is not None else None,
                                     epochs=trainer.recipe.epochs)
         method = method_cls(ctx, **dict(spec.method_params))
         log_file = self.store.log_path(spec.run_id)
-        trainer.add(spec.run_id, student, method, base_lr=spec.student_lr,
+        trainer.add(spec.run_id, student, method, student_lr=spec.student_lr,
                     checkpoint=self.store.checkpoint_path(spec.run_id),
                     on_epoch=self.store.epoch_logger(spec.run_id) if is_main() else None)
         if is_main():

@@ -15,11 +15,18 @@ from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+import methods
+from methods.kd import kd_loss
 
 from .config import TrainRecipe
 from .data import TensorData
 from .device import resolve_device
+from .models import create_model, feature_dim
 from .train import Trainer
 
 __all__ = ["measure", "measure_cell", "CELL_CASES", "main"]
@@ -43,8 +50,6 @@ def _timed(step: Callable[[], None], steps: int, warmup: int, device: torch.devi
 
 def _models(teacher: str, student: str, num_classes: int, in_chans: int, device: torch.device,
             channels_last: bool):
-    from .models import create_model
-
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     t = create_model(teacher, num_classes=num_classes, in_chans=in_chans).to(device, memory_format=fmt).eval()
@@ -55,10 +60,6 @@ def _models(teacher: str, student: str, num_classes: int, in_chans: int, device:
 
 
 def _kd(student: nn.Module, teacher: nn.Module, num_classes: int, device: torch.device):
-    import methods
-
-    from .models import feature_dim
-
     ctx = methods.MethodContext(class_counts=[100] * num_classes, student_dim=feature_dim(student),
                                 teacher_dim=feature_dim(teacher))
     return methods.create_method("kd", ctx).to(device)
@@ -72,10 +73,6 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
 
     Each path is warmed up, then timed in ``rounds`` interleaved rounds of ``steps / rounds`` steps; the
     median round counts."""
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
-    from PIL import Image
-
 
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -138,8 +135,6 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
     nw = workers if workers is not None else min(8, max(1, (os.cpu_count() or 2) // 2))
     loader = DataLoader(PILSet(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=nw,
                         pin_memory=cuda, persistent_workers=nw > 0)
-    from methods.kd import kd_loss
-
     st = {"it": iter(loader), "log": 0.0}
 
     def step_b():
@@ -191,10 +186,6 @@ def measure_cell(teacher: str, student: str, image_size: int, in_chans: int, num
     """Seconds per batch for a cell of ``method_names`` trained in lockstep (one data stream, one teacher
     forward) vs one at a time (a trainer per method), with the harness's own :class:`Trainer`; interleaved
     rounds, median."""
-    import methods
-
-    from .models import create_model, feature_dim
-
     device = torch.device(device)
     names = method_names or [m for m in methods.list_methods() if methods.get_method(m).requires_teacher
                              or m == "ce"]

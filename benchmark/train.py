@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
@@ -31,29 +32,25 @@ from .device import amp_dtype, memory_format
 from .distributed import all_gather_object, all_reduce_sum, average_bn_stats, rank, world_size
 from .evaluate import summarize
 from .fileio import atomic_torch_save
+from .models import forward_with_features
 from .step import DistillStep
 
-__all__ = ["lr_at", "StopRequest", "LoopState", "TrainResult", "NonFiniteLoss", "RunInterrupted", "Trainer",
-           "train"]
+__all__ = ["lr_at", "StopRequest", "LoopState", "TrainResult", "RunInterrupted", "Trainer"]
 
 _DDP_STOP_EVERY = 20  # DDP: steps between agreements on a stop request (all ranks must stop at one step)
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or inf: the run is recorded as failed and the grid goes on."""
 
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C, SIGTERM or a stop request: state was checkpointed; rerunning the same command resumes."""
 
 
-def lr_at(recipe: TrainRecipe, epoch: int, base_lr: Optional[float] = None) -> float:
+def lr_at(recipe: TrainRecipe, epoch: int, student_lr: Optional[float] = None) -> float:
     """Learning rate of 1-based ``epoch`` (stateless, so resuming needs no scheduler state).
 
     multistep: x gamma after each milestone (lr of epoch e uses the count of milestones < e, as in the
     KD literature's code); cosine: half-cosine from lr to 0 over the epochs; both after a linear warm-up.
     """
-    lr = recipe.lr if base_lr is None else base_lr
+    lr = recipe.lr if student_lr is None else student_lr
     if recipe.warmup_epochs and epoch <= recipe.warmup_epochs:
         return lr * epoch / recipe.warmup_epochs
     if recipe.schedule == "multistep":
@@ -161,7 +158,7 @@ class _Member:
     module: nn.Module  # DistillStep, possibly DDP-wrapped
     forward: Callable[..., Any]  # ``module`` or its torch.compile
     optimizer: torch.optim.Optimizer
-    base_lr: Optional[float]
+    student_lr: Optional[float]
     checkpoint: Optional[Path]
     on_epoch: Optional[Callable[[Dict[str, Any]], None]]
     state: LoopState = field(default_factory=LoopState)
@@ -198,9 +195,20 @@ class Trainer:
         self._t_wall = time.perf_counter()
 
     # ------------------------------------------------------------------ setup or restore
-    def add(self, key: str, student: nn.Module, method: Method, *, base_lr: Optional[float] = None,
+    def add(self, key: str, student: nn.Module, method: Method, *, student_lr: Optional[float] = None,
             checkpoint: Optional[Path] = None, on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         """Place a student and its method on the device, then restore its checkpoint or run ``method.setup``."""
+        student, module, optimizer = self._place(student, method, student_lr)
+        member = _Member(key, student, method, module, torch.compile(module) if self.recipe.compile else module,
+                         optimizer, student_lr, checkpoint, on_epoch)
+        if not (checkpoint is not None and checkpoint.exists() and self._restore(member)):
+            method.setup(self._teacher_outputs if method.requires_teacher and self.teacher is not None else None,
+                         lambda: self.train_data.eval_batches(self.recipe.eval_batch_size))
+            member.state.rng = _get_rng(self.device)  # re-derived from (seed, epoch) when an epoch starts
+        self.members.append(member)
+
+    def _place(self, student: nn.Module, method: Method, student_lr: Optional[float]) -> tuple:
+        """(student, the DistillStep to call, possibly DDP-wrapped, its SGD) on this trainer's device."""
         student.to(device=self.device, memory_format=self.fmt)
         method.to(self.device)
         if self.world > 1 and self.recipe.sync_bn and self.device.type == "cuda":
@@ -211,15 +219,9 @@ class Trainer:
                 module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         params = [p for p in module.parameters() if p.requires_grad]
         opt_kw: Dict[str, Any] = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
-        optimizer = torch.optim.SGD(params, lr=lr_at(self.recipe, 1, base_lr), momentum=self.recipe.momentum,
+        optimizer = torch.optim.SGD(params, lr=lr_at(self.recipe, 1, student_lr), momentum=self.recipe.momentum,
                                     weight_decay=self.recipe.weight_decay, nesterov=self.recipe.nesterov, **opt_kw)
-        member = _Member(key, student, method, module, torch.compile(module) if self.recipe.compile else module,
-                         optimizer, base_lr, checkpoint, on_epoch)
-        if not (checkpoint is not None and checkpoint.exists() and self._restore(member)):
-            method.setup(self._teacher_outputs if method.requires_teacher and self.teacher is not None else None,
-                         lambda: self.train_data.eval_batches(self.recipe.eval_batch_size))
-            member.state.rng = _get_rng(self.device)  # re-derived from (seed, epoch) when an epoch starts
-        self.members.append(member)
+        return student, module, optimizer
 
     def _restore(self, m: _Member) -> bool:
         """Load ``m``'s checkpoint; an unreadable one (truncated by a crash) is set aside and the run starts over."""
@@ -274,7 +276,7 @@ class Trainer:
     def _start_epoch(self, members: Sequence[_Member], epoch: int, first_step: int) -> None:
         for m in members:
             for group in m.optimizer.param_groups:
-                group["lr"] = lr_at(self.recipe, epoch, m.base_lr)
+                group["lr"] = lr_at(self.recipe, epoch, m.student_lr)
             if first_step == 0 or m.state.rng is None:  # a fresh epoch: the student's stream is epoch-determined
                 torch.manual_seed(self.seed * 1000 + epoch)
                 m.state.rng = _get_rng(self.device)
@@ -327,8 +329,6 @@ class Trainer:
 
     def _teacher_outputs(self, x: Tensor) -> Outputs:
         with torch.inference_mode():
-            from .models import forward_with_features
-
             logits, feats = forward_with_features(self.teacher, x)
         return Outputs(logits.float().clone(), feats.float().clone())  # plain tensors autograd may save
 
@@ -341,48 +341,39 @@ class Trainer:
             if self.teacher is not None and any(m.method.requires_teacher for m in members):
                 t_out = self._teacher_outputs(x)
         for m in members:
-            _set_rng(m.state.rng, self.device)
-            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                terms, logits = m.forward(x, y, epoch, t_out if m.method.requires_teacher else None)
-            loss = sum(terms.values())
-            m.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            m.optimizer.step()
-            m.state.rng = _get_rng(self.device)
-            run = m.state.running
-            for k, v in terms.items():
-                run[f"loss_{k}"] = run.get(f"loss_{k}", 0) + v.detach().float()
-            run["loss"] = run.get("loss", 0) + loss.detach().float()
-            run["correct"] = run.get("correct", 0) + (logits.detach().argmax(1) == y).sum()
-            m.state.step += 1
+            if m.failure is not None:
+                continue
+            try:
+                self._student_step(m, x, y, epoch, t_out if m.method.requires_teacher else None)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # one broken method must not stop its cell: the run is recorded as failed
+                m.failure = f"{type(err).__name__}: {err}"
+                self.log(f"[{m.key}] FAILED at epoch {epoch}:\n{traceback.format_exc()}")
+
+    def _student_step(self, m: _Member, x: Tensor, y: Tensor, epoch: int, t_out: Optional[Outputs]) -> None:
+        _set_rng(m.state.rng, self.device)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            terms, logits = m.forward(x, y, epoch, t_out)
+        loss = sum(terms.values())
+        m.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        m.optimizer.step()
+        m.state.rng = _get_rng(self.device)
+        run = m.state.running
+        for k, v in terms.items():
+            run[f"loss_{k}"] = run.get(f"loss_{k}", 0) + v.detach().float()
+        run["loss"] = run.get("loss", 0) + loss.detach().float()
+        run["correct"] = run.get("correct", 0) + (logits.detach().argmax(1) == y).sum()
+        m.state.step += 1
 
     # ------------------------------------------------------------------ end of epoch
     def _end_epoch(self, members: List[_Member], epoch: int, seen: int, elapsed: float) -> None:
         """Reduce the epoch's sums, fail non-finite students (the rest go on), evaluate when due, save."""
-        n_steps = self.steps * self.world
-        rows: Dict[str, Dict[str, Any]] = {}
-        for m in members:
-            if self.world > 1:
-                average_bn_stats(_unwrap(m.module).student)  # every rank evaluates and saves the same model
-            sums = {k: all_reduce_sum(torch.as_tensor(v, device=self.device).float().clone())
-                    for k, v in m.state.running.items()}
-            stats = {k: v.item() / n_steps for k, v in sums.items() if k != "correct"}
-            bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
-            if bad:
-                m.failure = f"non-finite loss at epoch {epoch} (" + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")"
-                self.log(f"[{m.key}] FAILED: {m.failure}")
-                continue
-            rows[m.key] = {"epoch": epoch, "lr": lr_at(self.recipe, epoch, m.base_lr),
-                           "train_acc": 100.0 * sums["correct"].item() / (n_steps * self.batch), **stats}
+        rows = {m.key: self._epoch_row(m, epoch) for m in members if m.failure is None}
         live = [m for m in members if m.failure is None]
-        is_last = epoch == self.recipe.epochs
-        if live and (is_last or (self.recipe.eval_every and epoch % self.recipe.eval_every == 0)):
-            for m, ev in zip(live, self._evaluate(live, predictions=is_last)):
-                rows[m.key]["test_acc"] = ev["overall"]
-                if not m.state.best or ev["overall"] > m.state.best["overall"]:
-                    m.state.best = {"epoch": epoch, **ev}
-                if is_last:
-                    m.state.final = {"epoch": epoch, **ev}
+        self._evaluate_if_due(live, rows, epoch)
+        ips = seen * self.world / max(elapsed, 1e-9)
         for m in live:
             row = rows[m.key]
             m.state.history.append(row)
@@ -393,7 +384,35 @@ class Trainer:
                     m.on_epoch(row)
                 self.log(f"[{m.key}] epoch {epoch}/{self.recipe.epochs} loss {row['loss']:.4f} train "
                          f"{row['train_acc']:.1f}%" + (f" test {row['test_acc']:.2f}%" if "test_acc" in row else "")
-                         + f" lr {row['lr']:.4g} {seen * self.world / max(elapsed, 1e-9):.0f} img/s")
+                         + f" lr {row['lr']:.4g} {ips:.0f} img/s")
+
+    def _evaluate_if_due(self, live: List[_Member], rows: Dict[str, Dict[str, Any]], epoch: int) -> None:
+        """Every ``eval_every`` epochs and at the last one: test accuracy into the rows, best and final."""
+        is_last = epoch == self.recipe.epochs
+        if not live or not (is_last or (self.recipe.eval_every and epoch % self.recipe.eval_every == 0)):
+            return
+        for m, ev in zip(live, self._evaluate(live, predictions=is_last)):
+            rows[m.key]["test_acc"] = ev["overall"]
+            if not m.state.best or ev["overall"] > m.state.best["overall"]:
+                m.state.best = {"epoch": epoch, **ev}
+            if is_last:
+                m.state.final = {"epoch": epoch, **ev}
+
+    def _epoch_row(self, m: _Member, epoch: int) -> Optional[Dict[str, Any]]:
+        """The epoch's mean losses and train accuracy over all ranks; a non-finite loss fails the student."""
+        if self.world > 1:
+            average_bn_stats(_unwrap(m.module).student)  # every rank evaluates and saves the same model
+        n_steps = self.steps * self.world
+        sums = {k: all_reduce_sum(torch.as_tensor(v, device=self.device).float().clone())
+                for k, v in m.state.running.items()}
+        stats = {k: v.item() / n_steps for k, v in sums.items() if k != "correct"}
+        bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+        if bad:
+            m.failure = f"non-finite loss at epoch {epoch} (" + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")"
+            self.log(f"[{m.key}] FAILED: {m.failure}")
+            return None
+        return {"epoch": epoch, "lr": lr_at(self.recipe, epoch, m.student_lr),
+                "train_acc": 100.0 * sums["correct"].item() / (n_steps * self.batch), **stats}
 
     @torch.inference_mode()
     def _evaluate(self, members: List[_Member], predictions: bool = False) -> List[Dict[str, Any]]:
@@ -447,17 +466,3 @@ def _set_rng(state: Dict[str, Tensor], device: torch.device) -> None:
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
-
-def train(student: nn.Module, method: Method, recipe: TrainRecipe, train_data: Any, test_data: Any, *,
-          seed: int, device: torch.device, teacher: Optional[nn.Module] = None,
-          checkpoint: Optional[Path] = None, base_lr: Optional[float] = None, desc: str = "train",
-          progress: bool = True, log: Callable[[str], None] = print,
-          stop: Optional[StopRequest] = None) -> TrainResult:
-    """Train one student (a cell of one); raise :class:`NonFiniteLoss` when its loss went non-finite."""
-    trainer = Trainer(recipe, train_data, test_data, seed=seed, device=device, teacher=teacher, stop=stop,
-                      desc=desc, progress=progress, log=log)
-    trainer.add(desc, student, method, base_lr=base_lr, checkpoint=checkpoint)
-    result = trainer.fit()[desc]
-    if result.failure:
-        raise NonFiniteLoss(result.failure)
-    return result

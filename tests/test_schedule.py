@@ -14,7 +14,7 @@ def test_multistep_matches_literature_semantics():
     assert lr_at(r, 151) == pytest.approx(0.005)
     assert lr_at(r, 181) == pytest.approx(0.0005)
     assert lr_at(r, 240) == pytest.approx(0.00005)
-    assert lr_at(r, 151, base_lr=0.01) == pytest.approx(0.001)
+    assert lr_at(r, 151, student_lr=0.01) == pytest.approx(0.001)
 
 
 def test_cosine_with_warmup():
