@@ -4,8 +4,12 @@
 #  2. the speed comparison for the literature pair resnet32x4 -> resnet8x4 at CIFAR-100 shape, batch 64:
 #     (a) ltkd-bench, (b) the usual eager DataLoader pipeline, (c) the compute bound, in one process,
 #     with and without torch.compile,
-#  3. the extrapolated wall time of the full reference protocol (240 epochs x 10,847 CIFAR-100-LT images).
-# Usage: bash scripts/gpu_check.sh [OUT_DIR]   (writes speed_*.json and a log there)
+#  3. the extrapolated wall time of the full reference protocol (240 epochs x 10,847 CIFAR-100-LT images),
+#  4. the cell path: every method of the quick pair and of resnet32x4 -> resnet8x4 trained in lockstep
+#     (one teacher forward per batch) vs one at a time (`speed --grid`),
+#  5. one real suite end to end on CUDA: the quick suite on Fashion-MNIST-LT (the four IDX .gz files must be
+#     in data/fashion-mnist/, an ignored folder carried to the GPU machine, or in Debian's location).
+# Usage: bash scripts/gpu_check.sh [OUT_DIR]   (writes speed_*.json, the quick suite's results and a log there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu_check_out}}"
@@ -26,3 +30,8 @@ for name in ("speed_eager_step", "speed_compiled"):
           f"a/b={r['a_over_b']:.2f}, a/c={r['a_over_c']:.2f}; 240 epochs x 10,847 images extrapolated: "
           f"{steps * 64 / r['a_ltkd_ips']:.0f} s of training (+ evaluation), labelled an extrapolation")
 PY
+python -m benchmark speed --grid --device cuda --steps 20 --json "$out/speed_cells.json"
+root=()
+[ -f data/fashion-mnist/train-images-idx3-ubyte.gz ] && root=(--root data/fashion-mnist)
+time python -m benchmark run --suite quick --device cuda --no-progress ${root[@]+"${root[@]}"} --out "$out/quick_cuda" \
+    2>&1 | tail -60
