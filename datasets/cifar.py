@@ -208,8 +208,8 @@ def download_cifar(name: str, root: Optional[PathLike]) -> Path:
         why = (f"md5 of {archive} is not the official {layout.archive_md5}: a broken or altered download; run the "
                f"command again" if archive.is_file() and _md5(archive) != layout.archive_md5
                else f"{type(err).__name__}: {err}")
-        raise RuntimeError(f"{name}: downloading {layout.url} into {base} failed ({why}); or download it by hand "
-                           f"and extract it into {base}") from None
+        raise RuntimeError(f"{name}: downloading {layout.url} into {base} failed ({why}); alternatively download it "
+                           f"by hand and extract it into {base}") from None
     return base
 
 
