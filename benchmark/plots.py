@@ -281,13 +281,14 @@ def plot_per_class(part: Sequence["Row"], path: Path, methods: Optional[Sequence
     rows = per_class_rows(part, methods)
     best = best_tail_row(part)
     names, styles = _series_names(part), row_styles(part)
-    counts = np.asarray(part[0].class_counts, dtype=float)
-    binned = len(counts) > BIN_ABOVE
+    all_counts = np.concatenate([np.asarray(r.class_counts, dtype=float) for r in rows or part[:1]])
+    binned = len(part[0].class_counts) > BIN_ABOVE
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    order = np.argsort(counts, kind="stable")
-    bins = _bins(counts) if binned else []
     for r in rows:
         acc, _ = r.per_class()
+        counts = np.asarray(r.class_counts, dtype=float)  # each row's own training profile
+        order = np.argsort(counts, kind="stable")
+        bins = _bins(counts) if binned else []
         st = styles[r.label]
         label = names[r.label]
         if r is best and methods is None:
@@ -302,8 +303,8 @@ def plot_per_class(part: Sequence["Row"], path: Path, methods: Optional[Sequence
         else:
             ax.plot(counts[order], acc[order], marker=st["marker"], color=st["color"], lw=lw,
                     ms=11 if r.is_teacher else 7, label=label, zorder=3, markeredgecolor="white")
-    xmin = min(float(counts.min()), SHOT_BOUNDARIES[0]) / 1.5
-    xmax = max(float(counts.max()), SHOT_BOUNDARIES[1]) * 1.5
+    xmin = min(float(all_counts.min()), SHOT_BOUNDARIES[0]) / 1.5
+    xmax = max(float(all_counts.max()), SHOT_BOUNDARIES[1]) * 1.5
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -320,9 +321,10 @@ def plot_per_class(part: Sequence["Row"], path: Path, methods: Optional[Sequence
                 color="#555555")
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test accuracy of the class (%)")
-    how = (f"faint points: classes; line: mean per log-spaced bin of training count ({len(bins)} bins)"
-           if binned else "one point per class")
-    ax.set_title(f"{_heading(part)}: per-class accuracy vs training count ({len(counts)} classes)\n"
+    n_classes = len(part[0].class_counts)
+    how = ("faint points: classes; line: mean per log-spaced bin of training count "
+           f"({len(_bins(np.asarray(part[0].class_counts, dtype=float)))} bins)" if binned else "one point per class")
+    ax.set_title(f"{_heading(part)}: per-class accuracy vs training count ({n_classes} classes)\n"
                  f"{_subtitle(part)}", fontsize=10, pad=16)
     ax.text(0.01, 0.01, how, transform=ax.transAxes, ha="left", va="bottom", fontsize=7, color="#777777")
     ax.grid(True, which="both", alpha=0.25)

@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-__all__ = ["RunStore", "atomic_write_text", "leaderboard_frame", "write_leaderboard", "write_plots", "regenerate"]
+__all__ = ["RunStore", "atomic_write_text", "dataset_label", "leaderboard_frame", "write_leaderboard", "write_plots",
+           "regenerate"]
 
 METRICS = ("overall", "many", "medium", "few", "head", "middle", "tail")
 
