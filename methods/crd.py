@@ -108,9 +108,11 @@ class CRD(Method):
         return torch.cat([positive, negatives], dim=1)
 
     def _scores(self, v: Tensor, memory: Tensor, rows: Tensor, slot: int) -> Tensor:
-        """exp(<bank rows, v> / T) / Z, with Z set from this batch the first time (mean score x N)."""
+        """exp(<bank rows, v> / T) / Z, with Z set from this batch the first time (mean score x N); float32
+        (autocast off: a bf16 dot product divided by T = 0.07 would perturb the scores by several percent)."""
         weights = memory[rows].detach()  # (B, K + 1, D)
-        scores = torch.exp(torch.bmm(weights, v.unsqueeze(2)).squeeze(2) / self.nce_t)
+        with torch.autocast(device_type=v.device.type, enabled=False):
+            scores = torch.exp(torch.bmm(weights.float(), v.float().unsqueeze(2)).squeeze(2) / self.nce_t)
         with torch.no_grad():
             z = self.z[slot]
             self.z[slot] = torch.where(z < 0, scores.mean() * self.num_data, z)

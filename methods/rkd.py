@@ -34,14 +34,16 @@ def triplet_cosines(e: Tensor) -> Tensor:
 
 def rkd_loss(f_s: Tensor, f_t: Tensor, squared: bool = False, eps: float = 1e-12,
              distance_weight: float = 25.0, angle_weight: float = 50.0) -> Tensor:
-    """distance_weight * Huber(normalised distances) + angle_weight * Huber(triplet cosines) (float32, 0-dim)."""
-    s, t = f_s.flatten(1).float(), f_t.flatten(1).float().detach()
-    d_s, d_t = pairwise_distances(s, squared, eps), pairwise_distances(t, squared, eps)
-    d_s = d_s / d_s[d_s > 0].mean()
-    d_t = d_t / d_t[d_t > 0].mean()
-    loss_d = F.smooth_l1_loss(d_s, d_t)
-    loss_a = F.smooth_l1_loss(triplet_cosines(s), triplet_cosines(t))
-    return distance_weight * loss_d + angle_weight * loss_a
+    """distance_weight * Huber(normalised distances) + angle_weight * Huber(triplet cosines) (float32, 0-dim;
+    autocast is off inside: bf16 Gram matrices would be too coarse for distances and angles)."""
+    with torch.autocast(device_type=f_s.device.type, enabled=False):
+        s, t = f_s.flatten(1).float(), f_t.flatten(1).float().detach()
+        d_s, d_t = pairwise_distances(s, squared, eps), pairwise_distances(t, squared, eps)
+        d_s = d_s / d_s[d_s > 0].mean()
+        d_t = d_t / d_t[d_t > 0].mean()
+        loss_d = F.smooth_l1_loss(d_s, d_t)
+        loss_a = F.smooth_l1_loss(triplet_cosines(s), triplet_cosines(t))
+        return distance_weight * loss_d + angle_weight * loss_a
 
 
 @register_method("rkd")

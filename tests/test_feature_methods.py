@@ -341,6 +341,26 @@ def test_one_training_step(name, pair):
         assert torch.equal(v, before_t[k]), k
 
 
+@pytest.mark.parametrize("name", FEATURE_METHODS)
+def test_bf16_autocast_step(name):
+    """The harness's AMP path (bf16 autocast; here on the CPU): finite float32 terms; RKD's and CRD's
+    similarity computations run in float32 whatever the autocast."""
+    t, s = _pair("cifar_cnn_small", "cifar_cnn_tiny", 1, 28)
+    ctx = _ctx(num_classes=5, n=20, student_dim=feature_dim(s), teacher_dim=feature_dim(t),
+               s_shapes=map_shapes(s, (1, 28, 28)), t_shapes=map_shapes(t, (1, 28, 28)))
+    step = DistillStep(s, create_method(name, ctx, **({"nce_k": 8} if name == "crd" else {})), t)
+    x, index = torch.randn(4, 1, 28, 28), torch.tensor([3, 9, 14, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms, _ = step(x, ctx.train_targets[index], 1, index=index)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    if name == "rkd":  # still the reference value under autocast
+        c = _cases()[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = rkd_loss(_t(c["pooled_student"]), _t(c["pooled_teacher"]))
+        assert got.item() == pytest.approx(c["values"][RKD_KEY], rel=1e-5)
+
+
 # ----------------------------------------------------------------------------- forward_outputs: only what is needed
 class _Spy:
     """Counts calls of a model's forward_features / forward_intermediates(_preact) without changing them."""
