@@ -1,4 +1,6 @@
-"""The model zoo (benchmark.models): timm registration, timm's head API, parameter counts, features API."""
+"""The model zoo (benchmark.models): timm registration, timm's head API, parameter counts, features API,
+checkpoint compatibility. timm's own feature / TorchScript checks are in test_timm_conformance.py."""
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -202,6 +204,35 @@ def test_default_cfg_and_head_api():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, model.num_features)
     x = torch.randn(2, 3, 32, 32)
     assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 256)
+
+
+# sha256 (first 12 hex) of the state dict's "key:shape" lines at 10 classes: the layout of every checkpoint the
+# harness has saved (equal to the zoo before it gained timm's feature API). A change here breaks old checkpoints.
+STATE_DICT_LAYOUT = {
+    "cifar_cnn_small": "dea538d13c66", "cifar_cnn_tiny": "c714b398860f", "cifar_mobilenetv2": "2737c5d8d4e3",
+    "cifar_resnet8": "23664d4d1c65", "cifar_resnet8x4": "688e07bfb6c0", "cifar_resnet14": "c870ffdf5dd7",
+    "cifar_resnet20": "301aa5a51c65", "cifar_resnet32": "30550ba3c1a8", "cifar_resnet32x4": "0dc17b73134a",
+    "cifar_resnet44": "0ce9b35a3ec8", "cifar_resnet56": "4cd1e2f80073", "cifar_resnet110": "a10e8e1a9a53",
+    "cifar_shufflenetv1": "29ba105e3283", "cifar_shufflenetv2": "6084ca2259de", "cifar_vgg8": "f13867689cae",
+    "cifar_vgg11": "ee1a8f3363c8", "cifar_vgg13": "a0963d9f9ebe", "cifar_wrn_16_1": "0954dc4df575",
+    "cifar_wrn_16_2": "42a704a3d21e", "cifar_wrn_40_1": "9b719a7d821e", "cifar_wrn_40_2": "f61df4f6f1f3",
+}
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_state_dict_layout_is_stable(name):
+    sd = timm.create_model(name, num_classes=10).state_dict()
+    layout = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sd.items())
+    assert hashlib.sha256(layout.encode()).hexdigest()[:12] == STATE_DICT_LAYOUT[name]
+
+
+def test_checkpoint_path_round_trip(tmp_path):
+    model = timm.create_model("cifar_wrn_16_1", num_classes=10).eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    loaded = timm.create_model("cifar_wrn_16_1", num_classes=10, checkpoint_path=str(tmp_path / "w.pt")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
 def test_channels_last_matches():
