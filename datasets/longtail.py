@@ -40,14 +40,14 @@ def subsample_per_class(targets: Sequence[int], counts: Sequence[int], seed: int
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    targets = np.asarray(targets, dtype=np.int64)
+    targets = np.asarray(targets)
     picked = []
     for c, n in enumerate(counts):
         members = np.flatnonzero(targets == c)
         if n > len(members):
             raise ValueError(f"class {c} has {len(members)} samples, cannot draw {n}")
-        if n <= 0:
-            continue
+        if n < 0:
+            raise ValueError(f"class {c}: count must be >= 0, got {n}")
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), c]))
         picked.append(rng.permutation(members)[:n])
     if not picked:
@@ -65,7 +65,7 @@ def ldam_subsample(targets: Sequence[int], counts: Sequence[int], seed: int) -> 
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
         raise ValueError(f"seed must be an integer in [0, 2**32) (numpy's legacy seed range), got {seed!r}")
-    targets = np.asarray(targets, dtype=np.int64)
+    targets = np.asarray(targets)
     rs = np.random.RandomState(int(seed))
     picked = []
     for c, n in enumerate(counts):

@@ -21,9 +21,10 @@ from .kd import kd_loss
 
 
 def effective_number_weights(class_counts: Tensor, beta: float) -> Tensor:
-    """w_c = (1 - beta) / (1 - beta^{n_c}), normalised to mean 1 (all ones when beta = 0)."""
+    """w_c = (1 - beta) / (1 - beta^{n_c}), normalised to mean 1 (all ones when beta = 0); a class with no
+    sample counts as one. The constant (1 - beta) cancels in the normalisation, so it is not computed."""
     counts = torch.as_tensor(class_counts, dtype=torch.float64).clamp_min(1.0)
-    w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
+    w = 1.0 / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
     return (w / w.mean()).float()
 
 
@@ -45,11 +46,7 @@ class BKD(Method):
     summary = "Balanced KD (Zhang et al. 2021)"
 
     def __init__(self, ctx: MethodContext, **overrides) -> None:
-        super().__init__(ctx, **overrides)
-        if not 0.0 <= self.beta < 1.0:
-            raise ValueError(f"method 'bkd': beta must be in [0, 1), got {self.beta}")
-        if self.drw_epoch < 0:
-            raise ValueError(f"method 'bkd': drw_epoch must be >= 0 (0 = re-weight from the start), got {self.drw_epoch}")
+        super().__init__(ctx, **overrides)  # hparam_bounds: beta in [0, 1), drw_epoch >= 0
         self.register_buffer("class_weights", effective_number_weights(self.class_counts, self.beta),
                              persistent=False)
 

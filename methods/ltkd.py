@@ -31,7 +31,7 @@ from .base import Method, MethodContext, as_target
 
 def frequency_groups(class_counts: Sequence[int], num_groups: int = 3) -> Tensor:
     """Group id per class (0 = most frequent third ... num_groups-1 = rarest), shape (C,), long."""
-    counts = np.asarray(list(class_counts), dtype=np.float64)
+    counts = np.asarray(list(class_counts))
     order = np.argsort(-counts, kind="stable")
     groups = np.empty(len(counts), dtype=np.int64)
     for g, members in enumerate(np.array_split(order, min(num_groups, len(counts)))):
@@ -60,7 +60,7 @@ def ltkd_loss(logits_student: Tensor, logits_teacher: Tensor, groups: Tensor, nu
     group_t, within_t = decompose(z_t)
     weights = torch.ones_like(group_t) if uniform_within else group_t.exp()
     if rebalance:
-        group_t = F.log_softmax(group_t - torch.log(group_t.exp().mean(0, keepdim=True)), dim=1)
+        group_t = F.log_softmax(group_t - torch.log(group_t.exp().mean(0)), dim=1)
     cross = (group_t.exp() * (group_t - group_s)).sum(1)
     within = ((within_t.exp() * (within_t - within_s)) @ member * weights).sum(1)
     return (t * t) * (alpha * cross + beta * within).mean()

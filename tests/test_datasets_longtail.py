@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from datasets.longtail import (exponential_profile, frequency_thirds, ldam_subsample, shot_groups, subsample_per_class)
+from datasets.longtail import (class_counts_of, describe_profile, exponential_profile, frequency_thirds, ldam_subsample,
+                               shot_groups, subsample_per_class)
 
 PUBLISHED = [  # (n_max, classes, IF, total) from the LT-KD / LDAM literature
     (5000, 10, 100, 12406), (5000, 10, 50, 13996), (5000, 10, 10, 20431),
@@ -32,6 +33,14 @@ def test_exponential_profile_values_and_edges():
 def test_exponential_profile_rejects_bad_imbalance(bad):
     with pytest.raises(ValueError, match=r"imbalance_factor must be >= 1 \(1 = balanced\), got"):
         exponential_profile(500, 100, bad)
+
+
+def test_exponential_profile_size_checks():
+    assert exponential_profile(1, 3, 1) == [1, 1, 1]
+    for n_max, classes in ((0, 3), (5, 0), (0, 0)):
+        with pytest.raises(ValueError, match=rf"^need n_max >= 1 and num_classes >= 1, got n_max={n_max}, "
+                                             rf"num_classes={classes}$"):
+            exponential_profile(n_max, classes, 10)
 
 
 def test_imbalance_message_names_the_value():
@@ -65,11 +74,22 @@ def test_subsample_nested_across_counts(ds_targets):
     assert small < large
 
 
+def test_subsample_counts_of_zero_and_one(ds_targets):
+    """A class may keep nothing or a single image; later classes are still drawn."""
+    idx = subsample_per_class(ds_targets, [0, 1, 0, 3, 1], seed=5)
+    assert np.bincount(ds_targets[idx], minlength=5).tolist() == [0, 1, 0, 3, 1]
+    assert subsample_per_class(ds_targets, [], seed=0).tolist() == []
+    assert subsample_per_class(ds_targets, [], seed=0).dtype == np.int64
+
+
 def test_subsample_errors(ds_targets):
     with pytest.raises(ValueError, match="class 0 has 40 samples, cannot draw 41"):
         subsample_per_class(ds_targets, [41, 0, 0, 0, 0], seed=0)
-    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
-        subsample_per_class(ds_targets, [1] * 5, seed=-1)
+    with pytest.raises(ValueError, match="^class 3: count must be >= 0, got -2$"):
+        subsample_per_class(ds_targets, [0, 0, 0, -2, 0], seed=0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="^seed must be a non-negative integer, got"):
+            subsample_per_class(ds_targets, [1] * 5, seed=bad)
 
 
 def ldam_reference(targets, counts, seed):
@@ -144,3 +164,16 @@ def test_frequency_thirds_rank_and_ties():
     # counts not sorted by class id; ties broken by class id (lower id ranks first)
     counts = [5, 50, 5, 20, 50, 1]
     assert frequency_thirds(counts) == {"head": [1, 4], "middle": [0, 3], "tail": [2, 5]}
+
+
+def test_class_counts_of():
+    assert class_counts_of([2, 0, 2, 2], 4) == [1, 0, 3, 0]  # absent classes, including the last, count 0
+    assert class_counts_of(np.array([1.0, 1.0, 0.0]), 3) == [1, 2, 0]  # labels stored as floats count too
+    assert class_counts_of([], 2) == [0, 0]
+
+
+def test_describe_profile():
+    counts = exponential_profile(5000, 10, 100)
+    assert describe_profile(counts, 100) == ("IF 100: 12,406 images, max 5000, min 50, "
+                                             "many/medium/few = 8/2/0 classes")
+    assert describe_profile([150, 50, 5]) == "205 images, max 150, min 5, many/medium/few = 1/1/1 classes"

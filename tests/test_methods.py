@@ -603,3 +603,142 @@ def test_one_training_step(name, pair):
     changed = [not torch.equal(p, b) for p, b in zip(params, before)]
     assert any(changed[: len(params) - len(own)])  # the student learned
     assert all(changed[len(params) - len(own):])  # and so did the method's own modules (projector)
+
+
+# ----------------------------------------------------------------------------- contracts that mutation testing pins
+# (docs/testing.md: each test below kills mutants that survived the numeric tests above)
+from methods.base import as_target, linear_warmup  # noqa: E402
+from methods.bkd import effective_number_weights  # noqa: E402
+
+NO_LEARNED_STATE = ["balanced_softmax", "bkd", "ce", "dist", "dkd", "kd", "krdistill_logit", "la_kd", "ltkd"]
+
+
+def test_as_target_detaches_and_never_returns_an_inference_tensor():
+    with torch.inference_mode():
+        frozen = torch.randn(4, 10)
+    target = as_target(frozen)
+    assert not target.is_inference() and torch.equal(target, frozen)
+    student = torch.randn(4, 10, requires_grad=True)
+    (student * target).sum().backward()  # the raw target is saved for backward: fails for an inference tensor
+    assert torch.equal(student.grad, frozen)
+    live = torch.randn(4, 10, requires_grad=True)
+    out = as_target(live)
+    assert not out.requires_grad and out.data_ptr() == live.data_ptr()  # no copy of an ordinary float32 tensor
+
+
+def test_linear_warmup_values():
+    assert [linear_warmup(e, 4) for e in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert linear_warmup(1, 0) == 1.0 and linear_warmup(3, -2) == 1.0
+
+
+def test_class_prior_and_counts_buffer():
+    ctx = ctx_for(counts=[6, 3, 1])
+    assert torch.allclose(ctx.class_prior(), torch.tensor([0.6, 0.3, 0.1]))
+    assert ctx.class_prior().dtype == torch.float32
+    m = create_method("kd", ctx)
+    assert m.class_counts.dtype == torch.float32 and m.class_counts.tolist() == [6.0, 3.0, 1.0]
+    assert torch.allclose(m.log_prior, torch.log(torch.tensor([0.6, 0.3, 0.1])))
+
+
+@pytest.mark.parametrize("name", NO_LEARNED_STATE)
+def test_methods_without_learned_state_checkpoint_nothing(name):
+    """Buffers derived from the class counts (counts, weights, groups) are rebuilt from the run's context,
+    never read back from a checkpoint: a state_dict holds learned state only."""
+    assert create_method(name, ctx_for(teacher_dim=None)).state_dict() == {}
+
+
+def test_krdistill_checkpoints_its_geometry_but_not_derived_weights():
+    keys = set(create_method("krdistill", ctx_for()).state_dict())
+    assert keys == {"prototypes", "centre", "anchors", "projector.weight", "projector.bias"}
+
+
+def test_extra_repr_lists_hyperparameters():
+    assert repr(create_method("kd", ctx_for())).endswith("KD(temperature=4.0, alpha=0.9)")
+
+
+def test_bkd_weights_count_an_empty_class_as_one():
+    got = effective_number_weights(torch.tensor([5000.0, 1.0, 0.0]), 0.9999).double().numpy()
+    w = 1.0 / (1.0 - 0.9999 ** np.array([5000.0, 1.0, 1.0]))
+    assert np.allclose(got, w / w.mean(), rtol=1e-6)
+    assert got[1] == got[2]
+    assert torch.equal(effective_number_weights(torch.tensor([7.0, 1.0, 0.0]), 0.0), torch.ones(3))
+
+
+def test_bkd_hyperparameter_checks():
+    assert create_method("bkd", ctx_for(), beta=0.0).class_weights.tolist() == [1.0] * 10
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"method 'bkd'.*'beta'.*\[0, 1\)"):
+            create_method("bkd", ctx_for(), beta=bad)
+    with pytest.raises(ValueError, match=r"method 'bkd'.*'drw_epoch'.*>= 0"):
+        create_method("bkd", ctx_for(), drw_epoch=-1)
+
+
+def test_ltkd_groups_break_ties_by_class_index():
+    """Ties in the counts go to the lower class id first (many equal counts, beyond numpy's small-array sort)."""
+    counts = [7] * 20 + [3] * 20 + [7] * 20 + [3] * 20
+    order = sorted(range(80), key=lambda c: (-counts[c], c))
+    expected = np.empty(80, dtype=np.int64)
+    for g, members in enumerate(np.array_split(np.array(order), 3)):
+        expected[members] = g
+    assert frequency_groups(counts).tolist() == expected.tolist()
+
+
+def test_ltkd_loss_defaults_are_the_method_defaults():
+    zs, zt, _ = logits_batch(c=9, seed=12)
+    groups = torch.tensor(LTKD_GROUPS)
+    default = ltkd_loss(tt(zs), tt(zt), groups, 3, 4.0)
+    assert close(default, ltkd_loss(tt(zs), tt(zt), groups, 3, 4.0, 1.0, 1.0, True, True))
+    assert close(default, np_ltkd(zs, zt, LTKD_GROUPS, 4.0, 1.0, 1.0, True, True))
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("name", BUILTINS)
+def test_losses_are_warning_free(name):
+    """No deprecated implicit softmax dimension or other warning on the training path."""
+    x, y = krd_data()
+    teacher = FeatureTeacher(12, 10)
+    m = create_method(name, ctx_for(student_dim=8, teacher_dim=12))
+    m.setup(teacher, krd_batches(x, y))
+    terms = m(Outputs(torch.randn(6, 10), torch.randn(6, 8)), teacher(x[:6]), y[:6], 3)
+    assert all(torch.isfinite(v) for v in terms.values())
+
+
+@pytest.mark.parametrize("c", [3, 10])
+def test_simplex_etf_dimension_boundary(c):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dim in (c - 1, c, c + 1):  # an exact simplex ETF exists from dim C - 1 up
+            e = simplex_etf(c, dim).double()
+            off = (e @ e.t())[~torch.eye(c, dtype=torch.bool)]
+            assert torch.allclose(off, torch.full_like(off, -1.0 / (c - 1)), atol=1e-6)
+    with pytest.warns(RuntimeWarning) as record:
+        simplex_etf(c, c - 2)
+    assert str(record[0].message) == (f"simplex_etf: dim {c - 2} < C - 1 = {c - 1}, no simplex ETF exists; "
+                                      "using a best-effort equiangular code instead")
+    assert record[0].filename == __file__  # attributed to the caller, not to methods/krdistill.py
+    with pytest.raises(ValueError, match="^simplex_etf needs at least 2 classes, got 1$"):
+        simplex_etf(1, 4)
+
+
+def test_equiangular_code_is_deterministic_centred_and_unit():
+    with pytest.warns(RuntimeWarning):
+        a = simplex_etf(12, 5)
+    with pytest.warns(RuntimeWarning):
+        b = simplex_etf(12, 5)
+    assert torch.equal(a, b)  # seeded: the same geometry in every run
+    assert torch.allclose(a.norm(dim=1), torch.ones(12), atol=1e-5)
+    assert a.mean(0).norm() < 0.05
+
+
+def test_krdistill_class_weights_and_messages():
+    m = create_method("krdistill_logit", ctx_for(counts=[8, 1, 0, 1], teacher_dim=None))
+    n = torch.tensor([8.0, 1.0, 1.0, 1.0])
+    assert torch.allclose(m.class_weights, (n.sum() / (4 * n)) ** 0.5)
+    with pytest.raises(ValueError, match=r"^method 'krdistill' with use_rep needs the teacher feature width "
+                                         r"\(ctx.teacher_dim\)$"):
+        create_method("krdistill", ctx_for(teacher_dim=None))
+    x, y = krd_data()
+    with pytest.raises(RuntimeError, match=r"^method 'krdistill': call setup\(teacher, train_batches\) "
+                                           r"before training$"):
+        create_method("krdistill", ctx_for())(Outputs(torch.randn(2, 10), torch.randn(2, 8)),
+                                              FeatureTeacher(12, 10)(x[:2]), y[:2], 1)

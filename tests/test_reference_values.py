@@ -26,6 +26,9 @@ from methods.dist import dist_loss
 from methods.dkd import dkd_loss
 from methods.kd import kd_loss
 
+# the golden path must be warning-free (e.g. no deprecated implicit softmax dimension)
+pytestmark = pytest.mark.filterwarnings("error")
+
 REFERENCE = Path(__file__).parent / "fixtures" / "reference_values.json"
 REL = 1e-5
 DKD_KEY = "mdistiller.DKD total (ce 1, alpha 1, beta {beta}, T 4, warmup 20) epoch {epoch}"
@@ -161,6 +164,21 @@ def test_ltkd_reduces_to_kd(case):
     KD term is Hinton's KD by the chain rule, so the total is CE + kd_loss(T=4)."""
     got = total("ltkd", case, rebalance=False, uniform_within=False)
     assert got == pytest.approx(reference_ce(case) + case["values"]["mdistiller.kd_loss(T=4.0)"], rel=REL)
+
+
+TERMS = {"ce": {"ce"}, "kd": {"ce", "kd"}, "dkd": {"ce", "dkd"}, "dist": {"ce", "dist"}, "bkd": {"ce", "kd"},
+         "balanced_softmax": {"ce"}, "la_kd": {"ce", "kd"}, "ltkd": {"ce", "ltkd"}}
+
+
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_loss_term_names(name):
+    """The term names become the run history's loss_<name> entries: renaming one breaks comparisons across runs."""
+    c = cases()[0]
+    ctx = MethodContext(class_counts=c["class_counts"], student_dim=3, teacher_dim=5)
+    out = Outputs(logits(c, "logits_student"), torch.zeros(c["B"], 3))
+    terms = create_method(name, ctx)(out, Outputs(logits(c, "logits_teacher"), torch.zeros(c["B"], 5)),
+                                     torch.tensor(c["target"]), 1)
+    assert set(terms) == TERMS[name]
 
 
 # ----------------------------------------------------------------------------- the pure loss functions
