@@ -18,7 +18,8 @@ Where the references differ from us: negatives are drawn with replacement (the r
 replacement when a class's complement has at least K rows); the negatives are sampled inside the method
 from the global RNG (the reference samples them in the dataset's workers). Under DDP, DistributedDataParallel
 broadcasts rank 0's buffers at every forward, so only rank 0's bank updates persist.
-The bank scores cost B x (K + 1) x feat_dim per step in each direction: cheap on a GPU, slow on a CPU.
+The bank scores cost B x (K + 1) x feat_dim multiply-adds per step in each direction, or N x B x feat_dim when
+the bank has fewer rows than B x (K + 1) (then one matrix product replaces the gather of bank rows).
 """
 import math
 from typing import Dict, Optional
@@ -42,6 +43,14 @@ class Embed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.normalize(self.linear(x.flatten(1)), dim=1)
+
+
+def bank_dots(memory: Tensor, v: Tensor, rows: Tensor) -> Tensor:
+    """(B, K + 1): <memory[rows[b, k]], v[b]>. When the bank has fewer rows than B x (K + 1) one (N, D) x (D, B)
+    product and a gather are much cheaper than gathering B x (K + 1) bank rows (the same numbers)."""
+    if memory.shape[0] <= rows.numel():  # a copy: autograd keeps it, and the bank is updated in place afterwards
+        return (memory.clone() @ v.t()).t().gather(1, rows)
+    return torch.bmm(memory[rows], v.unsqueeze(2)).squeeze(2)
 
 
 def nce_loss(scores: Tensor, num_data: int, eps: float = 1e-7) -> Tensor:
@@ -110,9 +119,8 @@ class CRD(Method):
     def _scores(self, v: Tensor, memory: Tensor, rows: Tensor, slot: int) -> Tensor:
         """exp(<bank rows, v> / T) / Z, with Z set from this batch the first time (mean score x N); float32
         (autocast off: a bf16 dot product divided by T = 0.07 would perturb the scores by several percent)."""
-        weights = memory[rows].detach()  # (B, K + 1, D)
         with torch.autocast(device_type=v.device.type, enabled=False):
-            scores = torch.exp(torch.bmm(weights.float(), v.float().unsqueeze(2)).squeeze(2) / self.nce_t)
+            scores = torch.exp(bank_dots(memory.detach().float(), v.float(), rows) / self.nce_t)
         with torch.no_grad():
             z = self.z[slot]
             self.z[slot] = torch.where(z < 0, scores.mean() * self.num_data, z)

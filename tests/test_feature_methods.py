@@ -18,7 +18,7 @@ from benchmark.models import create_model, feature_dim, forward_outputs, map_sha
 from benchmark.step import DistillStep, frozen_outputs, needs_of
 from methods import MethodContext, Outputs, create_method, get_method
 from methods.at import at_loss, attention_map
-from methods.crd import nce_loss
+from methods.crd import bank_dots, nce_loss
 from methods.fitnet import ConvRegressor, hint_level
 from methods.reviewkd import ABF, hcl_loss
 from methods.rkd import rkd_loss
@@ -215,6 +215,19 @@ def test_nce_loss_hand_computed():
     pn = k / n
     expected = -(np.log(x[:, 0] / (x[:, 0] + pn + 1e-7)).sum() + np.log(pn / (x[:, 1:] + pn + 1e-7)).sum()) / 2
     assert nce_loss(torch.tensor(x), n).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("k", [4, 30])  # 4 x 5 rows < 50: gather the rows; 4 x 31 >= 50: one matrix product
+def test_crd_bank_dots_both_routes(k):
+    memory, rows = torch.randn(50, 8), torch.randint(0, 50, (4, k + 1))
+    v = torch.randn(4, 8, requires_grad=True)
+    got = bank_dots(memory, v, rows)
+    ref = torch.einsum("bkd,bd->bk", memory[rows], v)
+    torch.testing.assert_close(got, ref)
+    memory.add_(1.0)  # CRD updates the bank in place between forward and backward
+    (g,) = torch.autograd.grad((got * torch.arange(k + 1.0)).sum(), v)
+    (g_ref,) = torch.autograd.grad((ref * torch.arange(k + 1.0)).sum(), v)
+    torch.testing.assert_close(g, g_ref)
 
 
 @pytest.mark.parametrize("mode", ["exact", "relax"])
