@@ -8,6 +8,7 @@ once instead of after the 2-3 s torch/timm import.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -290,7 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         main = D.is_main()
         opts = RunOptions(args.out, device, progress=not args.no_progress, together=not args.one_at_a_time,
                           retry_failed=args.retry_failed, retrain_stale=args.retrain_stale,
-                          keep_students=not args.no_keep_students, log=print if main else D.rank_log)
+                          keep_students=not args.no_keep_students, log=harness_log() if main else D.rank_log)
         n_t = sum(s.role == "teacher" for s in specs)
         procs = f" x {D.world_size()} processes (DDP)" if D.world_size() > 1 else ""
         if main:
@@ -431,7 +432,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         configure_backends(device, cfg.deterministic)
         opts = CheckOptions(out=args.out, reference=args.reference, update_reference=args.update_reference,
                             progress=not args.no_progress)
-        return run_check(cfg, opts, device, log=print if D.is_main() else D.rank_log)
+        return run_check(cfg, opts, device, log=harness_log() if D.is_main() else D.rank_log)
     finally:
         D.cleanup()
 
@@ -468,6 +469,31 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "check": cmd_check,
             "prepare": cmd_prepare, "speed": cmd_speed, "eval": cmd_eval}
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stdout`` is at emit time (pytest's capture, a redirect)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def harness_log():
+    """``logging.getLogger("ltkd_bench").info``, shown on stdout as bare lines: what the harness reports.
+    Per-run log files (``<out>/logs/<run_id>.log``) are written by the run store beside the records."""
+    logger = logging.getLogger("ltkd_bench")
+    if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
+        handler = _CurrentStdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger.info
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -27,13 +28,13 @@ from .data import build_data
 from .device import effective_recipe
 from .distributed import barrier, broadcast, is_main
 from .fileio import atomic_savez, atomic_torch_save
-from .models import create_model, feature_dim
+from .models import create_model, feature_dim, map_shapes
 from .provenance import RESULTS_FAMILY, code_info, environment_info
 from .results import RunStore, file_lock, regenerate
 from .train import RunInterrupted, StopRequest, Trainer, TrainResult
 
 __all__ = ["RunSpec", "RunOptions", "Outcome", "expand_grid", "teacher_spec", "cells", "GridRunner", "run_specs",
-           "summarize_outcomes"]
+           "summarize_outcomes", "method_context"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class RunOptions:
     retrain_stale: bool = False  # retrain runs whose record came from other code (another fingerprint)
     keep_students: bool = True  # keep each student's final weights in <out>/checkpoints/students/
     stop: StopRequest = field(default_factory=StopRequest)
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = logging.getLogger("ltkd_bench").info
 
 
 @dataclass
@@ -367,9 +368,7 @@ class GridRunner:
         torch.manual_seed(spec.seed)  # the student's initialisation depends on its seed only
         pair = self._pair_of_teacher(spec) if spec.init is not None else None
         student = self._model(spec.arch, train_data, pair.teacher_weights if pair is not None else None)
-        ctx = methods.MethodContext(class_counts=train_data.class_counts, student_dim=feature_dim(student),
-                                    teacher_dim=feature_dim(trainer.teacher) if trainer.teacher is not None else None,
-                                    epochs=trainer.recipe.epochs)
+        ctx = method_context(method_cls, train_data, student, trainer.teacher, trainer.recipe.epochs)
         method = method_cls(ctx, **dict(spec.method_params))
         log_file = self.store.log_path(spec.run_id)
         trainer.add(spec.run_id, student, method, student_lr=spec.student_lr,
@@ -387,7 +386,8 @@ class GridRunner:
         record = self._record(spec, train_data, result, status, reason, kind)
         if is_main():
             if result is not None and result.predictions is not None:
-                atomic_savez(self.store.predictions_path(spec.run_id), pred=result.predictions.astype("int32"))
+                atomic_savez(self.store.predictions_path(spec.run_id), pred=result.predictions.astype("int32"),
+                             target=result.targets.astype("int32"))
             if student is not None and spec.role == "teacher":
                 atomic_torch_save(student.state_dict(), self.store.teacher_weights(spec.run_id))
             elif student is not None and self.opts.keep_students:
@@ -473,6 +473,22 @@ class GridRunner:
                         "train_time_s": result.train_time_s, "images_per_s": result.images_per_s,
                         "resumed_from": result.resumed_from})
         return rec
+
+
+def method_context(method_cls: type, train_data: Any, student: torch.nn.Module, teacher: Optional[torch.nn.Module],
+                   epochs: int) -> "methods.MethodContext":
+    """What a method may know of its run: train counts, feature widths, epochs; training rows and labels (for
+    sample-indexed methods); stage map shapes at the training input size (only for methods that use maps)."""
+    needs = frozenset(getattr(method_cls, "needs", ()))
+    shapes: Dict[str, Any] = {}
+    if needs & {"feature_maps", "preact_maps"}:
+        size = (train_data.info.in_chans, train_data.info.image_size, train_data.info.image_size)
+        shapes = {"student_shapes": map_shapes(student, size),
+                  "teacher_shapes": map_shapes(teacher, size) if teacher is not None else None}
+    return methods.MethodContext(
+        class_counts=train_data.class_counts, student_dim=feature_dim(student),
+        teacher_dim=feature_dim(teacher) if teacher is not None else None, epochs=epochs, num_train=len(train_data),
+        train_targets=[int(t) for t in train_data.targets.tolist()] if "index" in needs else None, **shapes)
 
 
 class _CellFailed(RuntimeError):

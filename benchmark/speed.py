@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import time
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
@@ -27,6 +28,7 @@ from .config import TrainRecipe
 from .data import TensorData
 from .device import resolve_device
 from .models import create_model, feature_dim
+from .runner import method_context
 from .train import Trainer
 
 __all__ = ["measure", "measure_cell", "CELL_CASES", "main"]
@@ -195,6 +197,7 @@ def measure_cell(teacher: str, student: str, image_size: int, in_chans: int, num
     data = TensorData(images, torch.from_numpy(rng.integers(0, num_classes, size=n)), (0.5,) * in_chans,
                       (0.25,) * in_chans, device, padding=4 if image_size >= 32 else 2)
     data.num_classes, data.class_counts = num_classes, [max(1, 500 // (c + 1)) for c in range(num_classes)]
+    data.info = SimpleNamespace(in_chans=in_chans, image_size=image_size)
     recipe = TrainRecipe(epochs=1, batch_size=batch_size, eval_batch_size=256)
     torch.manual_seed(0)
     t = create_model(teacher, num_classes=num_classes, in_chans=in_chans)
@@ -204,21 +207,20 @@ def measure_cell(teacher: str, student: str, image_size: int, in_chans: int, num
         for name in members:
             torch.manual_seed(0)
             s = create_model(student, num_classes=num_classes, in_chans=in_chans)
-            ctx = methods.MethodContext(class_counts=data.class_counts, student_dim=feature_dim(s),
-                                        teacher_dim=feature_dim(t), epochs=1)
-            tr.add(name, s, methods.create_method(name, ctx))
+            cls = methods.get_method(name)
+            tr.add(name, s, cls(method_context(cls, data, s.to(device), t.to(device), 1)))
         return tr
 
-    batches = list(data.train_batches(batch_size, 0, 1))
+    batches = list(data.train_batches(batch_size, 0, 1, with_index=True))
     cell = trainer(names)
     solos = [trainer([name]) for name in names]
 
     def run(trainers: list, k: int) -> float:
         t0 = time.perf_counter()
         for i in range(k):
-            x, y = batches[i % len(batches)]
+            x, y, index = batches[i % len(batches)]
             for tr in trainers:
-                tr.train_step(x, y, 1)
+                tr.train_step(x, y, 1, index=index)
         _sync(device)
         return (time.perf_counter() - t0) / k
 

@@ -32,8 +32,7 @@ from .device import amp_dtype, memory_format
 from .distributed import all_gather_object, all_reduce_sum, average_bn_stats, rank, world_size
 from .evaluate import summarize
 from .fileio import atomic_torch_save
-from .models import forward_with_features
-from .step import DistillStep
+from .step import DistillStep, frozen_outputs, needs_of
 
 __all__ = ["lr_at", "StopRequest", "LoopState", "TrainResult", "RunInterrupted", "Trainer"]
 
@@ -140,6 +139,7 @@ class TrainResult:
     images_seen: int = 0
     resumed_from: Optional[Dict[str, int]] = None
     predictions: Optional[np.ndarray] = None  # argmax per test image, in test-set order (final epoch)
+    targets: Optional[np.ndarray] = None  # the test labels, same order
     cell_size: int = 1
     failure: Optional[str] = None
 
@@ -192,6 +192,7 @@ class Trainer:
             for p in teacher.parameters():
                 p.requires_grad_(False)
         self.members: List[_Member] = []
+        self.test_targets: Optional[np.ndarray] = None  # set by the final evaluation
         self._t_wall = time.perf_counter()
 
     # ------------------------------------------------------------------ setup or restore
@@ -202,7 +203,8 @@ class Trainer:
         member = _Member(key, student, method, module, torch.compile(module) if self.recipe.compile else module,
                          optimizer, student_lr, checkpoint, on_epoch)
         if not (checkpoint is not None and checkpoint.exists() and self._restore(member)):
-            method.setup(self._teacher_outputs if method.requires_teacher and self.teacher is not None else None,
+            teacher = self.teacher if method.requires_teacher else None
+            method.setup(None if teacher is None else (lambda x: frozen_outputs(teacher, x, needs_of([method]))),
                          lambda: self.train_data.eval_batches(self.recipe.eval_batch_size))
             member.state.rng = _get_rng(self.device)  # re-derived from (seed, epoch) when an epoch starts
         self.members.append(member)
@@ -270,7 +272,8 @@ class Trainer:
         s = m.state
         return TrainResult(final=s.final, best=s.best, history=s.history, epochs_completed=len(s.history),
                            train_time_s=s.train_time_s, wall_time_s=wall, images_seen=s.images_seen,
-                           resumed_from=s.resumed_from, predictions=m.predictions, cell_size=len(self.members),
+                           resumed_from=s.resumed_from, predictions=m.predictions, targets=self.test_targets,
+                           cell_size=len(self.members),
                            failure=m.failure)
 
     def _start_epoch(self, members: Sequence[_Member], epoch: int, first_step: int) -> None:
@@ -291,12 +294,14 @@ class Trainer:
                    desc=f"{self.desc} ep {epoch}/{self.recipe.epochs}",
                    disable=True if (not self.progress or self.rank != 0) else None)  # None: off when not a TTY
         t0, seen = time.perf_counter(), 0
+        with_index = "index" in needs_of([m.method for m in members])
         batches = self.train_data.train_batches(self.batch, self.seed, epoch, self.recipe.augment, self.rank,
-                                                self.world)
-        for i, (x, y) in enumerate(batches):
+                                                self.world, with_index=with_index)
+        for i, batch in enumerate(batches):
             if i < first_step:
                 continue
-            self.train_step(x, y, epoch, members)
+            x, y = batch[0], batch[1]
+            self.train_step(x, y, epoch, members, index=batch[2] if with_index else None)
             seen += y.shape[0]
             bar.update(1)
             if self._must_stop(i):
@@ -327,34 +332,31 @@ class Trainer:
         raise RunInterrupted(f"{self.desc}: stopped at epoch {epoch} step {step}; state saved to {where}; rerun "
                              "the same command to resume")
 
-    def _teacher_outputs(self, x: Tensor) -> Outputs:
-        with torch.inference_mode():
-            logits, feats = forward_with_features(self.teacher, x)
-        return Outputs(logits.float().clone(), feats.float().clone())  # plain tensors autograd may save
-
-    def train_step(self, x: Tensor, y: Tensor, epoch: int, members: Optional[List[_Member]] = None) -> None:
-        """One batch for every (live) student: one teacher forward, then each student's step in its own
-        RNG stream (so a student draws the same numbers alone or in a cell). No host synchronisation."""
-        members = self.members if members is None else members
+    def train_step(self, x: Tensor, y: Tensor, epoch: int, members: Optional[List[_Member]] = None,
+                   index: Optional[Tensor] = None) -> None:
+        """One batch for every (live) student: one teacher forward computing what their methods need (logits,
+        features, stage maps), then each student's step in its own RNG stream (so a student draws the same
+        numbers alone or in a cell). ``index``: the batch's dataset rows (methods that need them). No host sync."""
+        members = [m for m in (self.members if members is None else members) if m.failure is None]
+        needs = needs_of([m.method for m in members if m.method.requires_teacher])
         t_out = None
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            if self.teacher is not None and any(m.method.requires_teacher for m in members):
-                t_out = self._teacher_outputs(x)
+        if self.teacher is not None and needs:
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                t_out = frozen_outputs(self.teacher, x, needs)
         for m in members:
-            if m.failure is not None:
-                continue
             try:
-                self._student_step(m, x, y, epoch, t_out if m.method.requires_teacher else None)
+                self._student_step(m, x, y, epoch, t_out if m.method.requires_teacher else None, index)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as err:  # one broken method must not stop its cell: the run is recorded as failed
                 m.failure = f"{type(err).__name__}: {err}"
                 self.log(f"[{m.key}] FAILED at epoch {epoch}:\n{traceback.format_exc()}")
 
-    def _student_step(self, m: _Member, x: Tensor, y: Tensor, epoch: int, t_out: Optional[Outputs]) -> None:
+    def _student_step(self, m: _Member, x: Tensor, y: Tensor, epoch: int, t_out: Optional[Outputs],
+                      index: Optional[Tensor]) -> None:
         _set_rng(m.state.rng, self.device)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            terms, logits = m.forward(x, y, epoch, t_out)
+            terms, logits = m.forward(x, y, epoch, t_out, index)
         loss = sum(terms.values())
         m.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -426,8 +428,11 @@ class Trainer:
         correct = [torch.zeros(c, dtype=torch.long, device=self.device) for _ in models]
         total = torch.zeros(c, dtype=torch.long, device=self.device)
         preds: List[List[Tensor]] = [[] for _ in models]
+        targets: List[Tensor] = []
         for x, y in self.test_data.eval_batches(self.recipe.eval_batch_size, self.rank, self.world):
             total += torch.bincount(y, minlength=c)
+            if predictions:
+                targets.append(y)
             for j, mod in enumerate(models):
                 with torch.autocast(x.device.type, dtype=self.amp, enabled=self.amp is not None):
                     pred = mod(x).argmax(dim=1)
@@ -444,9 +449,16 @@ class Trainer:
             out.append({"per_class_acc": per_class, "per_class_test_count": total_l,
                         **summarize(per_class, self.train_data.class_counts, per_class_total=total_l)})
             if predictions:
-                mine = torch.cat(preds[j]).cpu().numpy() if preds[j] else np.zeros(0, dtype=np.int64)
-                m.predictions = np.concatenate(all_gather_object(mine))  # rank shards are contiguous, in order
+                m.predictions = _gather(preds[j])
+        if predictions:
+            self.test_targets = _gather(targets)
         return out
+
+
+def _gather(parts: List[Tensor]) -> np.ndarray:
+    """This rank's tensors, concatenated, then every rank's in rank order (shards are contiguous, in order)."""
+    mine = torch.cat(parts).cpu().numpy() if parts else np.zeros(0, dtype=np.int64)
+    return np.concatenate(all_gather_object(mine))
 
 
 def _get_rng(device: torch.device) -> Dict[str, Tensor]:

@@ -149,8 +149,11 @@ def test_kill_9_mid_cell_then_rerun_gives_identical_records_and_counts(tmp_path,
     assert rec["effective"]["device"] == "cpu" and rec["effective"]["fused_sgd"] is False
     assert re.fullmatch(r"[0-9a-f]{12}", rec["code"]["fingerprint"]) and rec["code"]["family"]
     assert {"git_commit", "git_dirty"} <= set(rec["code"]) and rec["teacher_recipe"] == rec["recipe"]
-    pred = np.load(out / "runs" / f"{rec['run_id']}.predictions.npz")["pred"]
-    assert len(pred) == sum(rec["final"]["per_class_test_count"])
+    npz = np.load(out / "runs" / f"{rec['run_id']}.predictions.npz")
+    pred, target = npz["pred"], npz["target"]
+    assert len(pred) == len(target) == sum(rec["final"]["per_class_test_count"])
+    per_class = [100.0 * np.mean(pred[target == c] == c) for c in range(10)]
+    assert per_class == pytest.approx(rec["final"]["per_class_acc"])  # the predictions are the recorded ones
     assert (out / "checkpoints" / "students" / f"{rec['run_id']}.pt").exists()
     log = (out / "logs" / f"{rec['run_id']}.log").read_text()
     assert "epoch=1" in log and "epoch=2" in log
