@@ -61,3 +61,14 @@ def run_cli(args, env, cwd, timeout=600):
 
     return subprocess.run([sys.executable, "-m", "benchmark", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def call_cli(capsys, args):
+    """Run ``benchmark.cli.main(args)`` in this process (no interpreter start, no torch re-import):
+    returns (exit code, stdout, stderr)."""
+    from benchmark.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err

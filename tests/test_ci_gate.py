@@ -1,4 +1,5 @@
-"""The CI accuracy gate: the ci suite is deterministic on CPU and meets its committed reference."""
+"""The CI accuracy gate's ingredients: same seed, same numbers; regressions named; the committed reference
+matches the ci grid. The gate itself (`python -m benchmark check --suite ci`) is its own step in `.ci/run`."""
 import json
 
 import pytest
@@ -6,11 +7,8 @@ import torch
 
 from benchmark.check import compare, run_label
 from benchmark.config import CONFIG_DIR, load_suite
-from conftest import run_cli
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path, write_suite):
     from benchmark.runner import RunOptions, expand_grid, run_specs
 
@@ -49,9 +47,3 @@ def test_committed_ci_reference_matches_the_ci_grid():
     ref = json.loads((CONFIG_DIR / "ci_reference.json").read_text())
     assert ref["suite"] == "ci" and set(ref["tolerance"]) == set(ref["metrics"]) == {"overall", "tail"}
     assert len(ref["runs"]) == 1 + len(cfg.methods)  # the teacher + every method
-
-
-def test_ci_suite_meets_committed_reference(tmp_path, cli_env):
-    proc = run_cli(["check", "--suite", "ci", "--no-progress"], cli_env, tmp_path, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "check passed" in proc.stdout

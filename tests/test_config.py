@@ -2,7 +2,7 @@
 import pytest
 
 from benchmark.config import ConfigError, apply_overrides, list_suites, load_suite
-from conftest import run_cli
+from conftest import call_cli
 
 
 @pytest.mark.parametrize("suite", ["quick", "ci", "cifar10_lt", "cifar100_lt", "imagenet_lt", "places_lt"])
@@ -73,10 +73,10 @@ def test_overrides_dotted_and_typed():
         apply_overrides(raw, ["student_train.epochs"])
 
 
-def test_cli_config_error_is_one_line_exit_2(tmp_path, cli_env):
-    proc = run_cli(["run", "--suite", "quick", "--methods", "kdd", "--dry-run"], cli_env, tmp_path, timeout=120)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+def test_cli_config_error_is_one_line_exit_2(capsys):
+    rc, _, err = call_cli(capsys, ["run", "--suite", "quick", "--methods", "kdd", "--dry-run"])
+    assert rc == 2
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Did you mean" in lines[0] and "kd" in lines[0]
 
 

@@ -6,7 +6,7 @@ import torch
 
 from benchmark.speed import measure
 from benchmark.device import resolve_device
-from conftest import run_cli
+from conftest import call_cli
 
 
 def test_speed_reduced_mode_reports_three_paths():
@@ -16,12 +16,11 @@ def test_speed_reduced_mode_reports_three_paths():
     assert "synthetic" in res["data"]
 
 
-def test_speed_cli_prints_ratios_and_writes_json(tmp_path, cli_env):
+def test_speed_cli_prints_ratios_and_writes_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
-    proc = run_cli(["speed", "--steps", "3", "--batch-size", "16", "--device", "cpu", "--json", str(out)], cli_env,
-                   tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "a/b =" in proc.stdout and "a/c =" in proc.stdout and "synthetic" in proc.stdout
+    rc, stdout, err = call_cli(capsys, ["speed", "--steps", "3", "--batch-size", "16", "--device", "cpu", "--json", out])
+    assert rc == 0, err[-2000:]
+    assert "a/b =" in stdout and "a/c =" in stdout and "synthetic" in stdout
     assert json.loads(out.read_text())["steps"] == 3
 
 
