@@ -6,9 +6,21 @@ anything else is loaded.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, List
+from typing import Dict, Iterable, List
 
-__all__ = ["did_you_mean", "unknown_name"]
+__all__ = ["close_matches", "did_you_mean", "unknown_name"]
+
+
+def close_matches(name: object, known: Iterable[str], n: int = 3, cutoff: float = 0.6) -> List[str]:
+    """The names in ``known`` closest to ``name`` (case-insensitive, best first, ``name`` itself left out).
+
+    For messages whose wording is fixed elsewhere; :func:`did_you_mean` is the usual sentence.
+    """
+    lowered: Dict[str, str] = {}
+    for k in (str(k) for k in known):
+        lowered.setdefault(k.lower(), k)
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=n, cutoff=cutoff)
+    return [lowered[c] for c in close if lowered[c] != str(name)]
 
 
 def did_you_mean(name: object, known: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
@@ -16,12 +28,7 @@ def did_you_mean(name: object, known: Iterable[str], n: int = 3, cutoff: float =
 
     The leading space lets callers append it straight after a sentence: ``f"unknown key 'x'.{hint}"``.
     """
-    names: List[str] = [str(k) for k in known]
-    lowered = {}
-    for k in names:
-        lowered.setdefault(k.lower(), k)
-    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=n, cutoff=cutoff)
-    close = [lowered[c] for c in close if lowered[c] != str(name)]
+    close = close_matches(name, known, n=n, cutoff=cutoff)
     return f" Did you mean {', '.join(close)}?" if close else ""
 
 

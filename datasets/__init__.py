@@ -2,14 +2,15 @@
 ``verify_dataset``, ``download_dataset``.
 
 A family file (``fashion_mnist.py``, ``cifar.py``, ``txt_split.py``) decorates a builder with
-``@register_dataset(name, info=..., verify=..., download=...)``. The builtin families are imported on
-first use, so ``import datasets`` stays cheap.
+``@register_dataset(name, info=..., verify=..., download=...)``. The builtin families (every module of
+this package but ``base`` and private ``_*`` ones, found with ``pkgutil``) are imported on first use, so
+``import datasets`` stays cheap; one that fails to import raises an ``ImportError`` naming it.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
+import pkgutil
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # real imports are deferred: they pull in torch
 __all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "dataset_root", "verify_dataset",
            "download_dataset", "default_transform", "DatasetInfo", "VerifyReport", "DownloadUnavailable"]
 
-_BUILTINS = ("fashion_mnist", "cifar", "txt_split")
+_NOT_FAMILIES = frozenset({"base"})  # modules of this package that register nothing (besides private `_*` ones)
 _builtins_loaded = False
 
 
@@ -66,21 +67,38 @@ def register_dataset(name: str, info: Optional["DatasetInfo"] = None,
     return wrap
 
 
+def _builtin_modules() -> List[str]:
+    """Names of this package's modules that may register datasets (all but ``base`` and ``_*``), sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and m.name not in _NOT_FAMILIES)
+
+
 def _load_builtins() -> None:
+    """Import every builtin module once (each family registers itself); a broken one raises, named."""
     global _builtins_loaded
-    if not _builtins_loaded:
-        for mod in _BUILTINS:
-            importlib.import_module(f"{__name__}.{mod}")
-        _builtins_loaded = True
+    if _builtins_loaded:
+        return
+    for name in _builtin_modules():
+        module = f"{__name__}.{name}"
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # the real error stays chained as __cause__
+            raise ImportError(f"builtin dataset module '{module}' failed to import: {type(err).__name__}: "
+                              f"{' '.join(str(err).split())}; fix {module.replace('.', '/')}.py or move it out "
+                              f"of the package") from err
+    _builtins_loaded = True
 
 
 def _entry(name: str) -> _Entry:
+    """The registry entry of ``name``; a ``KeyError`` names close matches and every dataset."""
     _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
+    # imported here, on the error path only: `benchmark` imports torch, and `import datasets` must not
+    from benchmark.errors import close_matches
+
     names = sorted(_REGISTRY)
-    lowered = {n.lower(): n for n in names}
-    close = [lowered[m] for m in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.6)]
+    close = close_matches(name, names)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     raise KeyError(f"unknown dataset {name!r}; {hint}available: {', '.join(names)}")
 

@@ -3,12 +3,14 @@
 A method lives in one file that decorates a :class:`~methods.base.Method` subclass with
 ``@register_method("name")``. Methods from outside this repository register through a module
 named in a suite's ``plugins:`` list (see :func:`load_plugins`) or the entry-point group
-``ltkd_bench.methods`` of an installed package.
+``ltkd_bench.methods`` of an installed package. Every module of this package except ``base`` and
+private ones (``_*``) is a builtin method file, found with ``pkgutil``: adding ``methods/my_new.py`` is
+enough, and a builtin that fails to import raises an ``ImportError`` naming it.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
+import pkgutil
 import traceback
 import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Type
@@ -22,8 +24,8 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "ltkd_bench.methods"
 _REGISTRY: Dict[str, Type[Method]] = {}
-_BUILTINS = ("ce", "kd", "dkd", "la_kd", "krdistill", "bkd", "ltkd", "dist", "balanced_softmax",
-             "fitnet", "at", "rkd", "reviewkd", "crd")
+_NOT_METHODS = frozenset({"base"})  # modules of this package that hold no method (besides private `_*` ones)
+_builtins_loaded = False
 _entry_points_loaded = False
 
 
@@ -43,13 +45,25 @@ def register_method(name: Optional[str] = None) -> Callable[[Type[Method]], Type
     return wrap
 
 
+def _builtin_modules() -> List[str]:
+    """Names of this package's method modules (every module but ``base`` and ``_*``), sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and m.name not in _NOT_METHODS)
+
+
 def _load_builtins() -> None:
-    for mod in _BUILTINS:
+    """Import every builtin method module once (each registers itself); a broken one raises, named."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    for name in _builtin_modules():
+        module = f"{__name__}.{name}"
         try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as err:  # a builtin file not (yet) present is skipped
-            if err.name != f"{__name__}.{mod}":
-                raise
+            importlib.import_module(module)
+        except Exception as err:  # the real error stays chained as __cause__
+            raise ImportError(f"builtin method module '{module}' {_failure(err)}; fix {module.replace('.', '/')}.py "
+                              f"or move it out of the package") from err
+    _builtins_loaded = True
 
 
 def _load_entry_points() -> None:
@@ -79,6 +93,13 @@ def _origin(err: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
+def _failure(err: BaseException) -> str:
+    """``raised on import: Type: message (at file:line)`` (or ``has a syntax error: ...``), one line."""
+    kind = "has a syntax error" if isinstance(err, SyntaxError) else "raised on import"
+    msg = err.msg if isinstance(err, SyntaxError) else str(err)
+    return f"{kind}: {type(err).__name__}: {' '.join(str(msg).split())} (at {_origin(err)})"
+
+
 def load_plugins(modules: Iterable[str]) -> None:
     """Import modules that register methods (a suite's ``plugins:`` list).
 
@@ -95,10 +116,8 @@ def load_plugins(modules: Iterable[str]) -> None:
             raise ImportError(f"plugin module '{mod}' failed to import: {err} (at {_origin(err)}); install what "
                               f"it needs or fix the module") from err
         except Exception as err:  # SyntaxError, or anything the module raises while it runs
-            kind = "has a syntax error" if isinstance(err, SyntaxError) else "raised on import"
-            msg = err.msg if isinstance(err, SyntaxError) else str(err)
-            raise ImportError(f"plugin module '{mod}' {kind}: {type(err).__name__}: {' '.join(str(msg).split())} "
-                              f"(at {_origin(err)}); fix the module or remove it from plugins:") from err
+            raise ImportError(f"plugin module '{mod}' {_failure(err)}; fix the module or remove it from "
+                              f"plugins:") from err
 
 
 def list_methods() -> List[str]:
@@ -112,9 +131,11 @@ def get_method(name: str) -> Type[Method]:
     """The method class registered under ``name``; a ``KeyError`` lists close matches."""
     names = list_methods()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown method '{name}'.{hint} Registered methods: {', '.join(names)}.")
+        # imported here: `benchmark` imports `methods.base` (its zoo's outputs), and `import methods` stays light
+        from benchmark.errors import did_you_mean
+
+        raise KeyError(f"unknown method '{name}'.{did_you_mean(name, names, cutoff=0.5)} Registered methods: "
+                       f"{', '.join(names)}.")
     return _REGISTRY[name]
 
 
