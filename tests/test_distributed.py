@@ -61,7 +61,7 @@ def test_torchrun_two_processes_matches_single_process(tmp_path, write_suite, cl
         assert set(r1) == set(r2)  # the same schema
         assert set(r1["final"]) == set(r2["final"])
         assert r1["status"] == r2["status"] == "ok"
-        assert r1["world_size"] == 1 and r2["world_size"] == 2
+        assert r1["env"]["world_size"] == 1 and r2["env"]["world_size"] == 2
         if r1["role"] == "teacher":  # same images, same views: the same training loss (students see
             h1, h2 = r1["history"], r2["history"]  # their own run's teacher, so theirs may drift more)
             assert h2[0]["loss"] == pytest.approx(h1[0]["loss"], rel=LOSS_RTOL), (h1[0], h2[0])
