@@ -12,9 +12,11 @@ from torch import Tensor, nn
 
 from datasets.longtail import frequency_thirds, shot_groups
 
-__all__ = ["per_class_counts", "summarize", "GROUPS", "METRICS"]
+__all__ = ["per_class_counts", "summarize", "SHOT_GROUPS", "THIRDS", "GROUPS", "METRICS"]
 
-GROUPS = ("many", "medium", "few", "head", "middle", "tail")
+SHOT_GROUPS = ("many", "medium", "few")  # by TRAIN count: > 100, 20..100, < 20 images
+THIRDS = ("head", "middle", "tail")  # thirds of the classes by TRAIN frequency
+GROUPS = SHOT_GROUPS + THIRDS
 METRICS = ("overall",) + GROUPS  # every accuracy a record's ``final`` / ``best`` holds
 
 

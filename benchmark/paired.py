@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -71,6 +71,19 @@ def paired_bootstrap(pred_a: Mapping[Any, np.ndarray], pred_b: Mapping[Any, np.n
     for A and B. The point estimate is the mean over seeds of the full-test-set difference.
     ``strategy`` ("auto", "patterns", "images") picks how resamples are drawn; all give this bootstrap.
     """
+    seeds, target = _checked_inputs(pred_a, pred_b, target, strategy)
+    strata = _Strata.of(pred_a, pred_b, target, seeds, tail)
+    point_overall, point_tail = strata.summarize((strata.per_class @ strata.values).T)  # (seeds,) each
+    rng = np.random.default_rng(seed)
+    boot_overall, boot_tail = _bootstrap(strata, _sampler(strata, strategy), rng, n_resamples)
+    return PairedResult(overall=_interval(point_overall, boot_overall, level),
+                        tail=_interval(point_tail, boot_tail, level) if point_tail is not None else None,
+                        seeds=seeds, n_images=strata.n, n_resamples=n_resamples)
+
+
+def _checked_inputs(pred_a: Mapping[Any, np.ndarray], pred_b: Mapping[Any, np.ndarray], target: np.ndarray,
+                    strategy: str) -> Tuple[Tuple[Any, ...], np.ndarray]:
+    """The seeds both sides have (sorted) and ``target`` as int64; a ValueError names any input that cannot pair."""
     if strategy not in ("auto", "patterns", "images"):
         raise ValueError(f"strategy must be 'auto', 'patterns' or 'images', not {strategy!r}")
     seeds = tuple(sorted(set(pred_a) & set(pred_b), key=repr))
@@ -86,74 +99,127 @@ def paired_bootstrap(pred_a: Mapping[Any, np.ndarray], pred_b: Mapping[Any, np.n
             if np.shape(preds[s]) != (n,):
                 raise ValueError(f"predictions of {name} (seed {s}) have shape {np.shape(preds[s])}, the test "
                                  f"targets ({n},): they are not predictions on the same test set")
-    classes, class_of, counts = np.unique(target, return_inverse=True, return_counts=True)
-    # D[s, i] = 1 where only A is right on image i (seed s), -1 where only B is, else 0
-    diff = np.stack([(np.asarray(pred_a[s]) == target).astype(np.int64)
-                     - (np.asarray(pred_b[s]) == target).astype(np.int64) for s in seeds])
-    # Only the multiset of per-image patterns (D[0, i], ..., D[S-1, i]) within each class matters, so
-    # resampling n_c images of class c with replacement is exactly a multinomial draw over the patterns:
-    # O(resamples x classes x patterns). Where that exceeds O(resamples x images) (many seeds, hence up
-    # to 3^seeds patterns), the images themselves are drawn instead; both are the same bootstrap.
-    codes = ((diff + 1) * (3 ** np.arange(len(seeds)))[:, None]).sum(axis=0)
-    patterns, pattern_of = np.unique(codes, return_inverse=True)
-    values = np.stack([(patterns // 3 ** k) % 3 - 1 for k in range(len(seeds))], axis=1).astype(np.float64)
-    n_classes, n_patterns = len(classes), len(patterns)
-    per_class = np.bincount(class_of * n_patterns + pattern_of, minlength=n_classes * n_patterns)
-    per_class = per_class.reshape(n_classes, n_patterns)
-    tail_pos = np.flatnonzero(np.isin(classes, np.asarray(list(tail), dtype=np.int64)))
+    return seeds, target
 
-    def summarize(per_class_sums: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """(overall, tail) in points from per-class sums of D (last axis: classes)."""
-        overall = per_class_sums.sum(axis=-1) * (100.0 / n)
-        tail_acc = (per_class_sums[..., tail_pos] / counts[tail_pos]).mean(axis=-1) * 100.0 if len(tail_pos) \
-            else None
-        return overall, tail_acc
 
-    point_overall, point_tail = summarize((per_class @ values).T)  # (seeds,) each
-    rng = np.random.default_rng(seed)
-    pvals = per_class / counts[:, None]
-    n_seeds = len(seeds)
-    boot_overall = np.empty(n_resamples)
-    boot_tail = np.empty(n_resamples)
-    cheaper = n_classes * n_patterns * _PATTERN_COST <= n * (1 + len(seeds) / 3)  # measured cost ratio
+@dataclass(frozen=True)
+class _Strata:
+    """The test set as a stratified paired bootstrap sees it.
+
+    ``diff[s, i]`` is 1 where only A is right on image i (seed s), -1 where only B is, else 0. Only the
+    multiset of per-image patterns (D[0, i], ..., D[S-1, i]) within each class matters, so ``per_class``
+    counts the images of each pattern (columns of ``values``) in each class.
+    """
+
+    diff: np.ndarray  # (seeds, images)
+    class_of: np.ndarray  # (images,) position of each image's class in ``counts``
+    counts: np.ndarray  # (classes,) test images per class
+    per_class: np.ndarray  # (classes, patterns) images of each pattern in each class
+    values: np.ndarray  # (patterns, seeds) D of each pattern, float64
+    tail_pos: np.ndarray  # positions of the tail classes in ``counts``
+
+    @classmethod
+    def of(cls, pred_a: Mapping[Any, np.ndarray], pred_b: Mapping[Any, np.ndarray], target: np.ndarray,
+           seeds: Sequence[Any], tail: Sequence[int]) -> "_Strata":
+        """The strata of A's and B's predictions for ``seeds`` (checked by :func:`_checked_inputs`)."""
+        classes, class_of, counts = np.unique(target, return_inverse=True, return_counts=True)
+        diff = np.stack([(np.asarray(pred_a[s]) == target).astype(np.int64)
+                         - (np.asarray(pred_b[s]) == target).astype(np.int64) for s in seeds])
+        codes = ((diff + 1) * (3 ** np.arange(len(seeds)))[:, None]).sum(axis=0)
+        patterns, pattern_of = np.unique(codes, return_inverse=True)
+        values = np.stack([(patterns // 3 ** k) % 3 - 1 for k in range(len(seeds))], axis=1).astype(np.float64)
+        n_classes, n_patterns = len(classes), len(patterns)
+        per_class = np.bincount(class_of * n_patterns + pattern_of, minlength=n_classes * n_patterns)
+        tail_pos = np.flatnonzero(np.isin(classes, np.asarray(list(tail), dtype=np.int64)))
+        return cls(diff, class_of, counts, per_class.reshape(n_classes, n_patterns), values, tail_pos)
+
+    @property
+    def n(self) -> int:
+        """Test images."""
+        return int(self.diff.shape[1])
+
+    @property
+    def n_seeds(self) -> int:
+        """Seeds both sides share."""
+        return int(self.diff.shape[0])
+
+    def summarize(self, per_class_sums: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(overall, tail) in points from per-class sums of D (last axis: classes); tail None without tail classes."""
+        overall = per_class_sums.sum(axis=-1) * (100.0 / self.n)
+        if not len(self.tail_pos):
+            return overall, None
+        return overall, (per_class_sums[..., self.tail_pos] / self.counts[self.tail_pos]).mean(axis=-1) * 100.0
+
+
+class _PatternSampler:
+    """Each class's n_c images redrawn as one multinomial over its patterns: O(resamples x classes x patterns)."""
+
+    def __init__(self, strata: _Strata) -> None:
+        self.strata = strata
+        self.pvals = strata.per_class / strata.counts[:, None]
+        self.chunk = max(1, _CHUNK_ELEMENTS // strata.per_class.size)
+
+    def __call__(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        """(m, classes, seeds): per-class sums of D in ``m`` resamples."""
+        drawn = rng.multinomial(self.strata.counts, self.pvals, size=(m, len(self.strata.counts)))
+        return drawn @ self.strata.values
+
+
+class _ImageSampler:
+    """Each image position redrawn within its own class: O(resamples x images), cheaper with many patterns."""
+
+    def __init__(self, strata: _Strata) -> None:
+        counts = strata.counts
+        self.sorted_diff = strata.diff[:, np.argsort(strata.class_of, kind="stable")]
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.pos_start, self.pos_last = np.repeat(self.starts, counts), np.repeat(self.starts + counts - 1, counts)
+        self.pos_count = np.repeat(counts, counts).astype(np.float64)
+        self.chunk = max(1, _CHUNK_ELEMENTS // strata.n)
+
+    def __call__(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        """(m, classes, seeds): per-class sums of D in ``m`` resamples."""
+        n_seeds, n = self.sorted_diff.shape
+        idx = np.minimum(self.pos_start + (rng.random((m, n)) * self.pos_count).astype(np.int64), self.pos_last)
+        return np.stack([np.add.reduceat(self.sorted_diff[k][idx], self.starts, axis=1) for k in range(n_seeds)],
+                        axis=-1).astype(np.float64)
+
+
+def _sampler(strata: _Strata, strategy: str) -> Union[_PatternSampler, _ImageSampler]:
+    """The sampler ``strategy`` asks for; "auto": patterns unless the images are cheaper to draw (many seeds,
+    hence up to 3^seeds patterns). Both give the same bootstrap."""
+    cheaper = strata.per_class.size * _PATTERN_COST <= strata.n * (1 + strata.n_seeds / 3)  # measured cost ratio
     by_pattern = strategy == "patterns" or (strategy == "auto" and cheaper)
-    if by_pattern:
-        chunk = max(1, _CHUNK_ELEMENTS // (n_classes * n_patterns))
-    else:
-        order = np.argsort(class_of, kind="stable")
-        sorted_diff = diff[:, order]
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        pos_start, pos_last = np.repeat(starts, counts), np.repeat(starts + counts - 1, counts)
-        pos_count = np.repeat(counts, counts).astype(np.float64)
-        chunk = max(1, _CHUNK_ELEMENTS // n)
-    for lo in range(0, n_resamples, chunk):
-        m = min(chunk, n_resamples - lo)
-        if by_pattern:
-            drawn = rng.multinomial(counts, pvals, size=(m, n_classes))  # (m, classes, patterns)
-            sums = drawn @ values  # (m, classes, seeds): per-class sum of D for each seed
-        else:  # each sorted position redrawn within its own class (stratified)
-            idx = np.minimum(pos_start + (rng.random((m, n)) * pos_count).astype(np.int64), pos_last)
-            sums = np.stack([np.add.reduceat(sorted_diff[k][idx], starts, axis=1) for k in range(len(seeds))],
-                            axis=-1).astype(np.float64)
-        if n_seeds > 1:  # resample the seeds too (the same draw for A and B, runs paired by seed)
-            picks = rng.integers(0, n_seeds, size=(m, n_seeds))
-            weights = np.stack([(picks == k).sum(axis=1) for k in range(n_seeds)], axis=1) / n_seeds
-            sums = np.einsum("mcs,ms->mc", sums, weights)
-        else:
-            sums = sums[..., 0]
-        o, t = summarize(sums)
-        boot_overall[lo:lo + m] = o
-        if t is not None:
-            boot_tail[lo:lo + m] = t
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return _PatternSampler(strata) if by_pattern else _ImageSampler(strata)
 
-    def interval(point: np.ndarray, boot: np.ndarray) -> Interval:
-        lo_q, hi_q = np.percentile(boot, q)
-        return Interval(float(point.mean()), float(lo_q), float(hi_q))
 
-    return PairedResult(overall=interval(point_overall, boot_overall),
-                        tail=interval(point_tail, boot_tail) if point_tail is not None else None,
-                        seeds=seeds, n_images=n, n_resamples=n_resamples)
+def _mix_seeds(rng: np.random.Generator, sums: np.ndarray) -> np.ndarray:
+    """(m, classes): with several seeds, the seeds resampled too (the same draw for A and B, runs paired by seed)."""
+    m, _, n_seeds = sums.shape
+    if n_seeds == 1:
+        return sums[..., 0]
+    picks = rng.integers(0, n_seeds, size=(m, n_seeds))
+    weights = np.stack([(picks == k).sum(axis=1) for k in range(n_seeds)], axis=1) / n_seeds
+    return np.einsum("mcs,ms->mc", sums, weights)
+
+
+def _bootstrap(strata: _Strata, sampler: Union[_PatternSampler, _ImageSampler], rng: np.random.Generator,
+               n_resamples: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Overall and tail differences of ``n_resamples`` resamples, drawn ``sampler.chunk`` at a time."""
+    boot_overall = np.empty(n_resamples)
+    boot_tail = np.empty(n_resamples)  # left unset without tail classes (then never read)
+    for lo in range(0, n_resamples, sampler.chunk):
+        m = min(sampler.chunk, n_resamples - lo)
+        overall, tail = strata.summarize(_mix_seeds(rng, sampler(rng, m)))
+        boot_overall[lo:lo + m] = overall
+        if tail is not None:
+            boot_tail[lo:lo + m] = tail
+    return boot_overall, boot_tail
+
+
+def _interval(point: np.ndarray, boot: np.ndarray, level: float) -> Interval:
+    """The mean point estimate over seeds and the percentile interval of ``boot`` at ``level``."""
+    lo_q, hi_q = np.percentile(boot, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return Interval(float(point.mean()), float(lo_q), float(hi_q))
 
 
 def predictions_path(out: Path, run_id: str) -> Path:
@@ -186,39 +252,21 @@ def compare_records(recs_a: Sequence[Mapping[str, Any]], recs_b: Sequence[Mappin
     """Paired A - B over the seeds both record sets share; ``None`` where predictions are missing or the
     two sides were not evaluated on one test set (other targets, other training class counts)."""
     cache = {} if cache is None else cache
-
-    def preds(rec: Mapping[str, Any]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        rid = str(rec.get("run_id"))
-        if rid not in cache:
-            cache[rid] = load_predictions(out, rid)
-        return cache[rid]
-
     by_seed_a = {r.get("seed"): r for r in recs_a}
     by_seed_b = {r.get("seed"): r for r in recs_b}
     common = sorted(set(by_seed_a) & set(by_seed_b), key=repr)
     if not common:
         return None
-    key = (_file_key(out, [by_seed_a[s] for s in common]), _file_key(out, [by_seed_b[s] for s in common]),
+    pairs = {s: (by_seed_a[s], by_seed_b[s]) for s in common}
+    key = (_file_key(out, [a for a, _ in pairs.values()]), _file_key(out, [b for _, b in pairs.values()]),
            n_resamples, seed)
     if key[0] is not None and key[1] is not None and key in _RESULTS:
         return _RESULTS[key]  # a long-lived runner regenerates after every run: unchanged pairs are reused
     counts = by_seed_b[common[0]].get("class_counts")
-    pa: Dict[Any, np.ndarray] = {}
-    pb: Dict[Any, np.ndarray] = {}
-    target: Optional[np.ndarray] = None
-    for s in common:
-        a, b = preds(by_seed_a[s]), preds(by_seed_b[s])
-        if a is None or b is None:
-            return None
-        if by_seed_a[s].get("class_counts") != counts or by_seed_b[s].get("class_counts") != counts:
-            return None
-        for _, t in (a, b):
-            if target is None:
-                target = t
-            elif t.shape != target.shape or not np.array_equal(t, target):
-                return None
-        pa[s], pb[s] = a[0], b[0]
-    result = paired_bootstrap(pa, pb, target, tail_classes(counts), n_resamples=n_resamples, seed=seed)
+    inputs = _paired_inputs(pairs, counts, lambda rec: _cached_predictions(out, cache, rec))
+    if inputs is None:
+        return None
+    result = paired_bootstrap(*inputs, tail_classes(counts), n_resamples=n_resamples, seed=seed)
     if len(_RESULTS) > 4096:
         _RESULTS.clear()
     _RESULTS[key] = result
@@ -226,6 +274,41 @@ def compare_records(recs_a: Sequence[Mapping[str, Any]], recs_b: Sequence[Mappin
 
 
 _RESULTS: Dict[tuple, PairedResult] = {}
+
+
+def _cached_predictions(out: Path, cache: Dict[str, Any], rec: Mapping[str, Any]
+                        ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """:func:`load_predictions` of a record's run, read once per ``cache`` (a report compares a run many times)."""
+    rid = str(rec.get("run_id"))
+    if rid not in cache:
+        cache[rid] = load_predictions(out, rid)
+    return cache[rid]
+
+
+def _paired_inputs(pairs: Mapping[Any, Tuple[Mapping[str, Any], Mapping[str, Any]]], counts: Any,
+                   preds: Callable[[Mapping[str, Any]], Optional[Tuple[np.ndarray, np.ndarray]]]
+                   ) -> Optional[Tuple[Dict[Any, np.ndarray], Dict[Any, np.ndarray], np.ndarray]]:
+    """(A's predictions by seed, B's, the shared target) of the seed -> (record A, record B) ``pairs``; None
+    where a side stored no predictions, or the runs differ in training class counts or test targets."""
+    pa: Dict[Any, np.ndarray] = {}
+    pb: Dict[Any, np.ndarray] = {}
+    target: Optional[np.ndarray] = None
+    for s, (rec_a, rec_b) in pairs.items():
+        a, b = preds(rec_a), preds(rec_b)
+        if a is None or b is None:
+            return None
+        if rec_a.get("class_counts") != counts or rec_b.get("class_counts") != counts:
+            return None
+        target = a[1] if target is None else target
+        if not (_same_target(a[1], target) and _same_target(b[1], target)):
+            return None
+        pa[s], pb[s] = a[0], b[0]
+    return pa, pb, target
+
+
+def _same_target(t: np.ndarray, target: np.ndarray) -> bool:
+    """Two runs' test targets are one test set (same length, same labels in the same order)."""
+    return t.shape == target.shape and np.array_equal(t, target)
 
 
 def _file_key(out: Path, recs: Sequence[Mapping[str, Any]]) -> Optional[tuple]:

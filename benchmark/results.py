@@ -2,45 +2,28 @@
 
 Tables and plots are generated only from the records in ``<out>/runs/`` (and the test predictions
 beside them): rows are settings-exact (``benchmark.leaderboard``), plots in ``benchmark.plots``. Each
-file is written with a temp file + rename (mode 0644), and regeneration holds a file lock, so two
-processes sharing a results folder never corrupt or lose a record or a table.
+file is written atomically (``benchmark.fileio``: temp file + rename, mode 0644), and regeneration holds
+a file lock, so two processes sharing a results folder never corrupt or lose a record or a table.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
+import functools
 import json
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+from . import leaderboard as lb
+from .fileio import atomic_write_text
+from .plots import write_plots as _plots
+from .settings import dataset_label, record_path
 
 __all__ = ["RunStore", "atomic_write_text", "dataset_label", "leaderboard_frame", "write_leaderboard", "write_plots",
            "regenerate"]
-
-METRICS = ("overall", "many", "medium", "few", "head", "middle", "tail")
-
-
-FILE_MODE = 0o644  # results are read by others (mkstemp alone would leave 0600)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``; mode 0644."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -103,8 +86,6 @@ class RunStore:
 
     def epoch_logger(self, run_id: str) -> Callable[[Dict[str, Any]], None]:
         """A callback writing each epoch's row to the run's log file, metrics CSV and (if installed) TensorBoard."""
-        import csv
-
         writer = _tensorboard_writer(self.out / "tensorboard" / run_id)
 
         def on_epoch(row: Dict[str, Any]) -> None:
@@ -141,19 +122,8 @@ class RunStore:
         if not isinstance(rec, dict):
             return f"a JSON {type(rec).__name__}, not a run record (an object)"
         keys = {**cls.RECORD_KEYS, **(cls.OK_KEYS if rec.get("status") == "ok" else {})}
-        missing = [k for k in keys if k not in rec] + ([] if ("arch" in rec or "student_arch" in rec) else ["arch"])
-        if missing:
-            return f"missing {', '.join(missing)} (not a run record of this schema)"
-        wrong = [k for k, tp in keys.items() if not isinstance(rec[k], tp) or (tp is int and isinstance(rec[k], bool))]
-        if wrong:
-            return f"{', '.join(wrong)} of the wrong type"
-        if rec["run_id"] != path.stem:
-            return f"its run_id '{rec['run_id']}' does not match the file name"
-        for part in ("final", "best") if rec["status"] == "ok" else ():
-            absent = [k for k in cls.RESULT_KEYS if k not in rec[part]]
-            if absent:
-                return f"'{part}' lacks {', '.join(absent)}"
-        return None
+        return (_missing_keys(rec, keys) or _wrong_types(rec, keys) or _run_id_mismatch(rec, path)
+                or _incomplete_results(rec, cls.RESULT_KEYS))
 
     def _read(self, path: Path) -> Optional[Dict[str, Any]]:
         """The record in ``path``, or None with ONE warning naming the file and why (never an exception)."""
@@ -191,9 +161,30 @@ class RunStore:
         return out
 
 
-def _arch(rec: Dict[str, Any]) -> str:
-    """The network a record trained (``arch``; ``student_arch`` in records written before it was named so)."""
-    return rec.get("arch") or rec["student_arch"]
+def _missing_keys(rec: Mapping[str, Any], keys: Mapping[str, type]) -> Optional[str]:
+    """The schema keys ``rec`` lacks (``arch`` may be spelled ``student_arch``, as older records do), or None."""
+    missing = [k for k in keys if k not in rec] + ([] if ("arch" in rec or "student_arch" in rec) else ["arch"])
+    return f"missing {', '.join(missing)} (not a run record of this schema)" if missing else None
+
+
+def _wrong_types(rec: Mapping[str, Any], keys: Mapping[str, type]) -> Optional[str]:
+    """The schema keys whose value has another type (a bool is not an int here), or None."""
+    wrong = [k for k, tp in keys.items() if not isinstance(rec[k], tp) or (tp is int and isinstance(rec[k], bool))]
+    return f"{', '.join(wrong)} of the wrong type" if wrong else None
+
+
+def _run_id_mismatch(rec: Mapping[str, Any], path: Path) -> Optional[str]:
+    """A record must live in ``<run_id>.json``: a copied or renamed file would shadow another run."""
+    return f"its run_id '{rec['run_id']}' does not match the file name" if rec["run_id"] != path.stem else None
+
+
+def _incomplete_results(rec: Mapping[str, Any], result_keys: Sequence[str]) -> Optional[str]:
+    """For an ok record, the first of ``final`` / ``best`` that lacks a result key, or None."""
+    for part in ("final", "best") if rec["status"] == "ok" else ():
+        absent = [k for k in result_keys if k not in rec[part]]
+        if absent:
+            return f"'{part}' lacks {', '.join(absent)}"
+    return None
 
 
 def _tensorboard_writer(folder: Path):
@@ -215,13 +206,12 @@ def _json_default(obj: Any) -> Any:
 
 # ----------------------------------------------------------------------------- tables and plots
 # Settings-exact rows and the paired "Δ vs kd" columns: benchmark/leaderboard.py; plots: benchmark/plots.py.
+# ``dataset_label`` is re-exported (check.run_label names runs with it).
 
-from .settings import dataset_label  # noqa: E402  (re-exported: check.run_label names runs with it)
 
-
-def _record_path(out: Path) -> Callable[[Dict[str, Any]], str]:
+def _record_path(out: Path) -> Callable[[Mapping[str, Any]], str]:
     """A function naming a record's file under ``out``, for errors (duplicate seed of one setting)."""
-    return lambda rec: str(Path(out) / "runs" / f"{rec.get('run_id')}.json")
+    return functools.partial(record_path, Path(out))
 
 
 def leaderboard_frame(records: List[Dict[str, Any]], out: Optional[os.PathLike | str] = None):
@@ -229,16 +219,13 @@ def leaderboard_frame(records: List[Dict[str, Any]], out: Optional[os.PathLike |
 
     ``out`` is the results folder holding the predictions; without it the Δ columns stay empty.
     """
-    from . import leaderboard as lb
-
     rows = lb.build_rows(records, _record_path(Path(out or ".")))
     deltas = lb.compute_deltas(rows, Path(out)) if out is not None else {}
     return lb.frame(rows, deltas)
 
 
 def _write_tables(rows: list, records: List[Dict[str, Any]], out: Path) -> str:
-    from . import leaderboard as lb
-
+    """Write ``leaderboard.csv`` and ``leaderboard.md`` of ``rows`` into ``out``; returns the Markdown."""
     deltas = lb.compute_deltas(rows, out)
     text = lb.markdown(rows, deltas, records)
     atomic_write_text(out / "leaderboard.csv", lb.csv_text(lb.frame(rows, deltas)))
@@ -252,8 +239,6 @@ def write_leaderboard(records: List[Dict[str, Any]], out: Path) -> Optional[str]
     Returns the Markdown, or None when no run finished ok. Two records of one seed and one setting
     raise ValueError naming both files.
     """
-    from . import leaderboard as lb
-
     out = Path(out)
     rows = lb.build_rows(records, _record_path(out))
     return _write_tables(rows, records, out) if rows else None
@@ -262,9 +247,6 @@ def write_leaderboard(records: List[Dict[str, Any]], out: Path) -> Optional[str]
 def write_plots(records: List[Dict[str, Any]], out: Path,
                 per_class_methods: Optional[List[str]] = None) -> List[Path]:
     """Per table: tail-vs-overall, group bars and per-class plots (PNG + SVG) in ``out/plots``."""
-    from . import leaderboard as lb
-    from .plots import write_plots as _plots
-
     out = Path(out)
     rows = lb.build_rows(records, _record_path(out))
     return _plots(list(lb.sections(rows).values()), out, per_class_methods)
@@ -272,9 +254,6 @@ def write_plots(records: List[Dict[str, Any]], out: Path,
 
 def regenerate(out: os.PathLike | str) -> Optional[str]:
     """Rebuild tables and plots from every record in ``out`` (under a lock: concurrent runs are safe)."""
-    from . import leaderboard as lb
-    from .plots import write_plots as _plots
-
     out = Path(out)
     store = RunStore(out)
     with file_lock(out / ".lock"):
