@@ -24,7 +24,7 @@ def effective_number_weights(class_counts: Tensor, beta: float) -> Tensor:
     """w_c = (1 - beta) / (1 - beta^{n_c}), normalised to mean 1 (all ones when beta = 0); a class with no
     sample counts as one. The constant (1 - beta) cancels in the normalisation, so it is not computed."""
     counts = torch.as_tensor(class_counts, dtype=torch.float64).clamp_min(1.0)
-    w = 1.0 / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
+    w = (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts)).reciprocal()
     return (w / w.mean()).float()
 
 
