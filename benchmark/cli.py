@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
-from .config import ConfigError, DatasetEntry, SuiteConfig, list_suites, load_suite
+from .config import (ConfigError, DatasetEntry, SuiteConfig, check_data, check_device, check_root, list_suites,
+                     load_suite, method_names, validate_suite)
 
 DEFAULT_OUT = Path("results")
 
@@ -32,8 +33,6 @@ def scale_epochs(cfg: SuiteConfig, epochs: int) -> None:
     """Set both recipes to ``epochs``; rescale LR milestones, LR warm-up and method ``warmup`` hyper-parameters
     by the same factor, so a short run keeps the protocol's shape."""
     import methods
-
-    from .config import method_names
 
     student_factor = epochs / cfg.student_train.epochs
     for recipe in (cfg.teacher_train, cfg.student_train):
@@ -58,39 +57,12 @@ def build_config(args: argparse.Namespace) -> SuiteConfig:
     (unless ``--dry-run`` or ``--executor submitit``, whose data may live on the cluster) every training
     split against the batch sizes.
     """
-    for opt in ("methods", "datasets", "seeds"):  # `--seeds 0 1 a.b=c`: the greedy list swallowed an override
-        values = getattr(args, opt) or []
-        args.overrides = list(args.overrides or []) + [v for v in values if "=" in v]
-        setattr(args, opt, [v for v in values if "=" not in v] or None)
+    _recover_overrides(args)
     remote = getattr(args, "executor", "local") == "submitit"
     if getattr(args, "root", None) and not remote:
-        from .config import check_root
-
         check_root(args.root, "--root")
     cfg = load_suite(args.suite, args.overrides, validate=False)
-    methods_sel = _split_list(args.methods)
-    if methods_sel:
-        cfg.methods = methods_sel
-    ds_sel = _split_list(args.datasets)
-    if ds_sel:
-        import datasets as ds
-
-        existing = {e.name: e for e in cfg.datasets}
-        cfg.datasets = [existing.get(n) or DatasetEntry(
-            n, imbalance_factors=[ds.dataset_info(n).default_imbalance_factor] if n in ds.list_datasets() else [None])
-            for n in ds_sel]
-    if args.seeds:
-        try:
-            cfg.seeds = [int(s) for s in _split_list(args.seeds)]
-        except ValueError:
-            raise ConfigError(f"--seeds takes integers, got {' '.join(args.seeds)}") from None
-    if getattr(args, "root", None):
-        for entry in cfg.datasets:
-            entry.root = args.root
-    if args.device:
-        cfg.device = args.device
-    from .config import check_data, check_device, validate_suite
-
+    _apply_selection(cfg, args)
     validate_suite(cfg)
     if args.epochs is not None:
         if args.epochs < 1:
@@ -101,6 +73,44 @@ def build_config(args: argparse.Namespace) -> SuiteConfig:
         if not getattr(args, "dry_run", False):
             check_data(cfg)
     return cfg
+
+
+def _recover_overrides(args: argparse.Namespace) -> None:
+    """Move ``key=value`` items that a greedy list option swallowed (``--seeds 0 1 a.b=c``) to the overrides."""
+    for opt in ("methods", "datasets", "seeds"):
+        values = getattr(args, opt) or []
+        args.overrides = list(args.overrides or []) + [v for v in values if "=" in v]
+        setattr(args, opt, [v for v in values if "=" not in v] or None)
+
+
+def _apply_selection(cfg: SuiteConfig, args: argparse.Namespace) -> None:
+    """``--methods``, ``--datasets``, ``--seeds``, ``--root`` and ``--device`` replace the suite's values."""
+    methods_sel = _split_list(args.methods)
+    if methods_sel:
+        cfg.methods = methods_sel
+    ds_sel = _split_list(args.datasets)
+    if ds_sel:
+        cfg.datasets = _select_datasets(cfg, ds_sel)
+    if args.seeds:
+        try:
+            cfg.seeds = [int(s) for s in _split_list(args.seeds)]
+        except ValueError:
+            raise ConfigError(f"--seeds takes integers, got {' '.join(args.seeds)}") from None
+    if getattr(args, "root", None):
+        for entry in cfg.datasets:
+            entry.root = args.root
+    if args.device:
+        cfg.device = args.device
+
+
+def _select_datasets(cfg: SuiteConfig, names: List[str]) -> List[DatasetEntry]:
+    """The suite's entries of ``names``; a dataset the suite lacks runs at its default imbalance factor."""
+    import datasets as ds
+
+    existing = {e.name: e for e in cfg.datasets}
+    return [existing.get(n) or DatasetEntry(
+        n, imbalance_factors=[ds.dataset_info(n).default_imbalance_factor] if n in ds.list_datasets() else [None])
+        for n in names]
 
 
 _POSITIVE_OPTIONS = ("epochs", "batch_size", "steps", "image_size", "in_chans", "num_classes", "slurm_time",
@@ -184,7 +194,9 @@ def _prog() -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The ``ltkd-bench`` argument parser: every command and its options."""
     from . import __version__
+    from .eval_cmd import add_eval_parser
 
     prog = _prog()
     parser = _OneLineParser(
@@ -194,7 +206,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ltkd-bench {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (COMMAND --help for its options)")
+    _add_run_parser(sub)
+    _add_list_and_report_parsers(sub)
+    _add_check_parser(sub)
+    _add_prepare_parser(sub)
+    _add_speed_parser(sub)
+    add_eval_parser(sub)
+    return parser
 
+
+def _add_run_parser(sub: "argparse._SubParsersAction") -> None:
+    """``run``: the suite, its selections and overrides, the results folder, resume and executor options."""
     p = sub.add_parser("run", help="train teachers and students of a suite, write records and leaderboards",
                        description="Expand the suite's grid, skip runs whose record exists (resume), train the "
                                    "rest and regenerate the leaderboard in --out.")
@@ -217,6 +239,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="do not keep each student's final weights in <out>/checkpoints/students/ (huge grids)")
     _add_submitit_options(p)
 
+
+def _add_list_and_report_parsers(sub: "argparse._SubParsersAction") -> None:
+    """``list`` (suites, methods, datasets, models) and ``report`` (tables and plots from the records)."""
     p = sub.add_parser("list", help="list suites, methods, datasets and models")
     p.add_argument("what", nargs="?", choices=["all", "suites", "methods", "datasets", "models"], default="all",
                    help="what to list (default: all)")
@@ -224,6 +249,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate leaderboard.md/.csv and plots from the run records")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/)")
 
+
+def _add_check_parser(sub: "argparse._SubParsersAction") -> None:
+    """``check``: run a suite and compare with its reference numbers (the CI gate)."""
     p = sub.add_parser("check", help="run a suite and compare with its committed reference accuracies",
                        description="Exit 1 when any accuracy falls below the reference minus its tolerance.")
     _add_run_options(p, "ci")
@@ -231,6 +259,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, help="reference JSON (default: the suite's `reference:`)")
     p.add_argument("--update-reference", action="store_true", help="write the measured numbers as the reference")
 
+
+def _add_prepare_parser(sub: "argparse._SubParsersAction") -> None:
+    """``prepare``: download where allowed and check a dataset folder."""
     p = sub.add_parser("prepare", help="download (where allowed) and check a dataset folder, saying exactly what is "
                                        "missing or corrupt",
                        description="Check a dataset's files (presence, counts, checksums; every image of ImageNet-LT / "
@@ -249,6 +280,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-listed", type=int, default=5, metavar="N",
                    help="file names listed per problem (default: 5; the count is always given)")
 
+
+def _add_speed_parser(sub: "argparse._SubParsersAction") -> None:
+    """``speed``: images/s of the harness's KD step against a usual eager pipeline and pure compute."""
     p = sub.add_parser("speed", help="images/s of ltkd-bench's KD step vs a usual eager pipeline vs pure compute")
     p.add_argument("--teacher", default="cifar_cnn_small", help="teacher model (default: cifar_cnn_small)")
     p.add_argument("--student", default="cifar_cnn_tiny", help="student model (default: cifar_cnn_tiny)")
@@ -264,11 +298,6 @@ def make_parser() -> argparse.ArgumentParser:
                    help="instead: time a cell of every method trained in lockstep vs one at a time, for the quick "
                         "pair and resnet32x4->resnet8x4 (--steps per round; default 6)")
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
-
-    from .eval_cmd import add_eval_parser
-
-    add_eval_parser(sub)
-    return parser
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ imbalance factor. Importing this module is cheap (torch is imported when a comma
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import time
@@ -18,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .errors import close_matches
+
 __all__ = ["add_eval_parser", "cmd_eval", "EvalRequest", "request_from_args", "load_weights", "evaluate_checkpoint",
            "format_report"]
 
 SHOT_RULE = "many > 100, medium 20..100, few < 20 training images"
-_METRICS = ("overall", "many", "medium", "few", "head", "middle", "tail")
 _CHECKPOINT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "student")  # timm's order, then ours
 
 
@@ -113,26 +113,13 @@ def _weights_of_run(store: Any, rec: Dict[str, Any]) -> Path:
 
 
 def _from_record(args: argparse.Namespace) -> EvalRequest:
+    """The request of ``eval --run-id``: model, dataset, data options and weights from the run's record."""
     from .results import RunStore
 
-    given = [opt for opt, value in (("--model", args.model), ("--dataset", args.dataset),
-                                    ("--imbalance-factor", args.imbalance_factor), ("--data-seed", args.data_seed),
-                                    ("--dataset-option", args.dataset_option)) if value is not None]
-    if given:
-        raise ValueError(f"--run-id takes the model, dataset, imbalance factor and data options from the run's record; "
-                         f"drop {', '.join(given)} (or drop --run-id and give --checkpoint, --model, --dataset)")
+    _reject_record_options(args)
     store = RunStore(args.out)
-    rec = store.load(args.run_id)
-    if rec is None:
-        ids = sorted(p.stem for p in store.runs.glob("*.json")) if store.runs.is_dir() else []
-        close = difflib.get_close_matches(args.run_id, ids, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise FileNotFoundError(f"no record of run {args.run_id!r} in {store.runs}; {hint}run ids are the file names "
-                                f"there (pass --out DIR for another results folder)")
-    weights = args.checkpoint or _weights_of_run(store, rec)
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"run {args.run_id} has no kept weights at {weights} (they were dropped, or the run "
-                                f"predates kept student weights, or it did not finish); pass --checkpoint FILE")
+    rec = _load_record(store, args.run_id)
+    weights = _kept_weights(args, store, rec)
     roots = {d.get("name"): d.get("root") for d in (rec.get("config") or {}).get("datasets", [])}
     recipe = rec.get("recipe") or {}
     arch = rec.get("arch") or rec.get("student_arch")  # the trained network, teacher or student
@@ -146,6 +133,37 @@ def _from_record(args: argparse.Namespace) -> EvalRequest:
                        batch_size=args.batch_size or int(recipe.get("eval_batch_size", 512)), workers=args.workers,
                        amp=not args.no_amp, channels_last=bool(recipe.get("channels_last", True)),
                        label=args.run_id)
+
+
+def _reject_record_options(args: argparse.Namespace) -> None:
+    """``--run-id`` takes model and data from the record: a ValueError names the options that would be ignored."""
+    given = [opt for opt, value in (("--model", args.model), ("--dataset", args.dataset),
+                                    ("--imbalance-factor", args.imbalance_factor), ("--data-seed", args.data_seed),
+                                    ("--dataset-option", args.dataset_option)) if value is not None]
+    if given:
+        raise ValueError(f"--run-id takes the model, dataset, imbalance factor and data options from the run's record; "
+                         f"drop {', '.join(given)} (or drop --run-id and give --checkpoint, --model, --dataset)")
+
+
+def _load_record(store: Any, run_id: str) -> Dict[str, Any]:
+    """The record of ``run_id`` in ``store``; FileNotFoundError names close run ids when there is none."""
+    rec = store.load(run_id)
+    if rec is None:
+        ids = sorted(p.stem for p in store.runs.glob("*.json")) if store.runs.is_dir() else []
+        close = close_matches(run_id, ids, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise FileNotFoundError(f"no record of run {run_id!r} in {store.runs}; {hint}run ids are the file names "
+                                f"there (pass --out DIR for another results folder)")
+    return rec
+
+
+def _kept_weights(args: argparse.Namespace, store: Any, rec: Dict[str, Any]) -> Path:
+    """``--checkpoint``, else the weights the run kept; FileNotFoundError when that file is absent."""
+    weights = args.checkpoint or _weights_of_run(store, rec)
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"run {args.run_id} has no kept weights at {weights} (they were dropped, or the run "
+                                f"predates kept student weights, or it did not finish); pass --checkpoint FILE")
+    return Path(weights)
 
 
 def request_from_args(args: argparse.Namespace) -> EvalRequest:
@@ -256,6 +274,8 @@ def format_report(req: EvalRequest, result: Dict[str, Any], device: Any, per_cla
     """The header lines and the leaderboard-style table (optionally followed by per-class rows) as text."""
     from tabulate import tabulate
 
+    from .evaluate import METRICS, SHOT_GROUPS  # here, not above: importing this module stays cheap
+
     sizes = result["group_sizes"]
     imb = result["imbalance_factor"]
     counts = result["class_counts"]
@@ -264,10 +284,10 @@ def format_report(req: EvalRequest, result: Dict[str, Any], device: Any, per_cla
              f"Accuracy in %. Shot groups from the TRAIN counts" + (f" at imbalance factor {imb:g}" if imb else "")
              + f" ({sum(counts):,} images, {max(counts)} down to {min(counts)} per class): {SHOT_RULE}; head / middle "
                "/ tail are thirds of the classes by training frequency.", ""]
-    headers = ["model", "checkpoint", *[f"{m} ({sizes[m]} cls)" if m in sizes else m for m in _METRICS]]
-    row = [req.model, req.label or req.checkpoint.name, *[_pct(result[m]) for m in _METRICS]]
+    headers = ["model", "checkpoint", *[f"{m} ({sizes[m]} cls)" if m in sizes else m for m in METRICS]]
+    row = [req.model, req.label or req.checkpoint.name, *[_pct(result[m]) for m in METRICS]]
     lines.append(tabulate([row], headers=headers, tablefmt="github", disable_numparse=True))
-    empty = [g for g in ("many", "medium", "few") if sizes[g] == 0]
+    empty = [g for g in SHOT_GROUPS if sizes[g] == 0]
     if empty:
         lines += ["", f"No class falls in {' / '.join(empty)} at these training counts (strict 100/20 rule): "
                       "those columns are empty; use head / middle / tail."]

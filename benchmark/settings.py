@@ -166,20 +166,22 @@ def differing_keys(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """
     flat = [flatten(settings_of(r) if "run_id" in r else r) for r in rows]
     canon = [{k: settings_key({"v": v}) for k, v in f.items()} for f in flat]
-    out: List[Dict[str, Any]] = []
-    for i, f in enumerate(flat):
-        peers = [j for j in range(len(flat)) if flat[j].get("role") == f.get("role")]
-        diff: Dict[str, Any] = {}
-        for key in sorted(set().union(*(flat[j].keys() for j in peers))):
-            if key in ("method", "role"):
-                continue
-            group = [j for j in peers if flat[j].get("method") == f.get("method")] \
-                if key == "method_params" or key.startswith("method_params.") else peers
-            values = {canon[j].get(key, "<absent>") for j in group}
-            if len(values) > 1:
-                diff[key] = f.get(key)
-        out.append(diff)
-    return out
+    return [_row_diff(i, flat, canon) for i in range(len(flat))]
+
+
+def _row_diff(i: int, flat: Sequence[Mapping[str, Any]], canon: Sequence[Mapping[str, str]]) -> Dict[str, Any]:
+    """The flattened settings of row ``i`` whose canonical values (``canon``) differ among its peers."""
+    f = flat[i]
+    peers = [j for j in range(len(flat)) if flat[j].get("role") == f.get("role")]
+    same_method = [j for j in peers if flat[j].get("method") == f.get("method")]
+    diff: Dict[str, Any] = {}
+    for key in sorted(set().union(*(flat[j].keys() for j in peers))):
+        if key in ("method", "role"):  # columns of the table
+            continue
+        group = same_method if key == "method_params" or key.startswith("method_params.") else peers
+        if len({canon[j].get(key, "<absent>") for j in group}) > 1:
+            diff[key] = f.get(key)
+    return diff
 
 
 def describe(diff: Mapping[str, Any]) -> str:
