@@ -222,58 +222,81 @@ def _type_name(tp: Any) -> str:
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert containers/dataclasses."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if tp is Any:
         return value
+    origin = typing.get_origin(tp)
     if origin is Union:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{where}: {value!r} matches none of {', '.join(_type_name(a) for a in args)}")
+        return _convert_union(value, tp, where)
     if value is None:
         if origin in (dict, Dict):  # `method_params:` with every entry commented out
             return {}
         raise ConfigError(f"{where}: no value given (an empty `key:` or `key=`); expected {_type_name(tp)}")
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _from_dict(tp, value, where)
+        return _from_dict(tp, _mapping(value, where), where)
     if origin in (list, List):
-        if not isinstance(value, list):
-            value = [value]  # a scalar where a list is expected: `seeds: 0` == `seeds: [0]`
-        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        items = value if isinstance(value, list) else [value]  # a scalar where a list is expected: `seeds: 0`
+        return [_convert(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(items)]
     if origin in (dict, Dict):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+        return {str(k): _convert(v, typing.get_args(tp)[1], f"{where}.{k}") for k, v in _mapping(value, where).items()}
+    scalar = _SCALARS.get(tp) if isinstance(tp, type) else None
+    return scalar(value, where) if scalar is not None else value
+
+
+def _convert_union(value: Any, tp: Any, where: str) -> Any:
+    """``Optional[X]`` / ``Union[X, Y]``: None where allowed, else the first member type that accepts ``value``."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(value, arg, where)
+        except ConfigError as err:
+            errors.append(str(err))
+    raise ConfigError(errors[0] if len(errors) == 1 else
+                      f"{where}: {value!r} matches none of {', '.join(_type_name(a) for a in args)}")
+
+
+def _mapping(value: Any, where: str) -> Dict[Any, Any]:
+    """``value`` when it is a mapping, else a one-line error naming ``where``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
     return value
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    """YAML's ``true`` / ``false`` only (no 0/1, no strings)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _as_int(value: Any, where: str) -> int:
+    """An integer (``true`` is not one here)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _as_float(value: Any, where: str) -> float:
+    """A finite number (integers allowed), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _as_str(value: Any, where: str) -> str:
+    """A string (YAML's unquoted ``1e-2`` or ``yes`` are not strings here)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+_SCALARS: Dict[type, Any] = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
 
 
 def _from_dict(cls: Any, data: Dict[str, Any], where: str) -> Any:
@@ -415,6 +438,20 @@ def validate_suite(cfg: SuiteConfig, names: bool = True) -> None:
     """Every check of a loaded (and CLI-modified) config; ``names``: also those that need the registries."""
     cfg.teacher_train.validate("teacher_train")
     cfg.student_train.validate("student_train")
+    _check_grid_lists(cfg)
+    for i, entry in enumerate(cfg.datasets):
+        _check_dataset_entry(entry, f"datasets[{i}]")
+    for i, pair in enumerate(cfg.pairs):
+        if pair.student_lr is not None:
+            _interval_check(f"pairs[{i}].student_lr", pair.student_lr, 0, strict=True)
+    if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", cfg.device):
+        raise ConfigError(f"device: '{cfg.device}' is not one of auto, cpu, cuda, cuda:N")
+    if names:
+        validate_names_exist(cfg)
+
+
+def _check_grid_lists(cfg: SuiteConfig) -> None:
+    """Datasets, pairs, methods and seeds: none empty (nothing would train), none listed twice, seeds >= 0."""
     if not cfg.datasets:
         raise ConfigError("datasets: the suite names no dataset")
     if not cfg.pairs:
@@ -428,23 +465,18 @@ def validate_suite(cfg: SuiteConfig, names: bool = True) -> None:
     _no_duplicates(cfg.seeds, "seeds")
     for i, s in enumerate(cfg.seeds):
         _interval_check(f"seeds[{i}]", s, 0)
-    for i, entry in enumerate(cfg.datasets):
-        where = f"datasets[{i}]"
-        if not entry.imbalance_factors:
-            raise ConfigError(f"{where}.imbalance_factors: the list is empty; give e.g. [100] (or [null] for the "
-                              f"dataset's default)")
-        _no_duplicates(entry.imbalance_factors, f"{where}.imbalance_factors")
-        for j, f in enumerate(entry.imbalance_factors):
-            if f is not None and f < 1:
-                raise ConfigError(f"{where}.imbalance_factors[{j}]: {f:g} < 1 (1 = balanced, 100 = the usual LT)")
-        _interval_check(f"{where}.data_seed", entry.data_seed, 0)
-    for i, pair in enumerate(cfg.pairs):
-        if pair.student_lr is not None:
-            _interval_check(f"pairs[{i}].student_lr", pair.student_lr, 0, strict=True)
-    if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", cfg.device):
-        raise ConfigError(f"device: '{cfg.device}' is not one of auto, cpu, cuda, cuda:N")
-    if names:
-        validate_names_exist(cfg)
+
+
+def _check_dataset_entry(entry: DatasetEntry, where: str) -> None:
+    """Imbalance factors (at least one, none twice, each >= 1 or null) and a data seed >= 0."""
+    if not entry.imbalance_factors:
+        raise ConfigError(f"{where}.imbalance_factors: the list is empty; give e.g. [100] (or [null] for the "
+                          f"dataset's default)")
+    _no_duplicates(entry.imbalance_factors, f"{where}.imbalance_factors")
+    for j, f in enumerate(entry.imbalance_factors):
+        if f is not None and f < 1:
+            raise ConfigError(f"{where}.imbalance_factors[{j}]: {f:g} < 1 (1 = balanced, 100 = the usual LT)")
+    _interval_check(f"{where}.data_seed", entry.data_seed, 0)
 
 
 def dataset_options(name: str) -> Optional[Dict[str, Any]]:
@@ -502,12 +534,18 @@ def _method_param_levels(cfg: SuiteConfig):
 
 def validate_names_exist(cfg: SuiteConfig) -> None:
     """Fail before training on an unknown dataset, option, model or method, or a bad method hyper-parameter."""
-    import timm
-
-    import datasets as ds
     import methods
 
     methods.load_plugins(cfg.plugins)
+    _check_dataset_names(cfg)
+    _check_model_names(cfg)
+    _check_method_names(cfg)
+
+
+def _check_dataset_names(cfg: SuiteConfig) -> None:
+    """Every dataset is registered, takes the imbalance factors given, and knows its ``options``."""
+    import datasets as ds
+
     known_ds = ds.list_datasets()
     for i, entry in enumerate(cfg.datasets):
         if entry.name not in known_ds:
@@ -517,6 +555,12 @@ def validate_names_exist(cfg: SuiteConfig) -> None:
             raise ConfigError(f"datasets[{i}].imbalance_factors: {entry.name} has a fixed split (its imbalance is "
                               f"set by the split file); use [null] or leave the key out")
         _check_options(entry, f"datasets[{i}]")
+
+
+def _check_model_names(cfg: SuiteConfig) -> None:
+    """Every teacher and student is a timm model name (the CIFAR zoo is registered into timm)."""
+    import timm
+
     all_models = timm.list_models()
     model_set = set(all_models)
     for i, pair in enumerate(cfg.pairs):
@@ -526,6 +570,12 @@ def validate_names_exist(cfg: SuiteConfig) -> None:
                 zoo = ", ".join(m for m in all_models if m.startswith("cifar_"))
                 raise ConfigError(f"pairs[{i}].{role}: unknown model '{name}'.{did_you_mean(name, all_models)} "
                                   f"CIFAR zoo: {zoo}; or any name from timm.list_models()")
+
+
+def _check_method_names(cfg: SuiteConfig) -> None:
+    """Every method is registered, and every ``method_params`` entry names one and passes its bounds."""
+    import methods
+
     known_methods = methods.list_methods()
     for i, name in enumerate(method_names(cfg)):
         if name not in known_methods:
