@@ -11,8 +11,9 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -67,6 +68,54 @@ def _kd(student: nn.Module, teacher: nn.Module, num_classes: int, device: torch.
     return methods.create_method("kd", ctx).to(device)
 
 
+@dataclass
+class _Synthetic:
+    """Synthetic CIFAR-shaped uint8 images (N, H, W) or (N, H, W, C) and labels: throughput does not depend
+    on pixel values."""
+
+    raw: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    in_chans: int
+    image_size: int
+
+    @classmethod
+    def make(cls, n_images: int, image_size: int, in_chans: int, num_classes: int) -> "_Synthetic":
+        """``n_images`` random images and labels from a fixed seed."""
+        rng = np.random.default_rng(0)
+        shape = (n_images, image_size, image_size) + ((in_chans,) if in_chans > 1 else ())
+        raw = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        return cls(raw, rng.integers(0, num_classes, size=n_images), num_classes, in_chans, image_size)
+
+    @property
+    def mean(self) -> tuple:
+        """Per-channel normalisation mean (any fixed value: the pixels are random)."""
+        return (0.5,) * self.in_chans
+
+    @property
+    def std(self) -> tuple:
+        """Per-channel normalisation std."""
+        return (0.25,) * self.in_chans
+
+    @property
+    def pad(self) -> int:
+        """Random-crop padding, as the CIFAR (32 px) and Fashion-MNIST (28 px) recipes use."""
+        return 4 if self.image_size >= 32 else 2
+
+
+class _PILImages(Dataset):
+    """The synthetic images as PIL images through torchvision transforms: the usual eager input pipeline."""
+
+    def __init__(self, data: _Synthetic, transform: Callable) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data.raw)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.data.raw[i])), int(self.data.labels[i])
+
+
 def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", image_size: int = 28,
             in_chans: int = 1, num_classes: int = 10, batch_size: int = 64, steps: int = 100,
             device: Union[str, torch.device] = "cpu", workers: Optional[int] = None, n_images: int = 4096,
@@ -77,69 +126,77 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
     median round counts."""
 
     device = torch.device(device)
-    cuda = device.type == "cuda"
-    rng = np.random.default_rng(0)
-    shape = (n_images, image_size, image_size) + ((in_chans,) if in_chans > 1 else ())
-    raw = rng.integers(0, 256, size=shape, dtype=np.uint8)
-    labels = rng.integers(0, num_classes, size=n_images)
-    mean, std = (0.5,) * in_chans, (0.25,) * in_chans
-    pad = 4 if image_size >= 32 else 2
+    data = _Synthetic.make(n_images, image_size, in_chans, num_classes)
     out: Dict[str, Any] = {"teacher": teacher, "student": student, "batch_size": batch_size, "steps": steps,
                            "input": f"{in_chans}x{image_size}x{image_size}", "device": str(device),
                            "data": "synthetic CIFAR-shaped uint8 tensors (throughput does not depend on pixels)",
-                           "torch": torch.__version__, "threads": torch.get_num_threads()}
+                           "torch": torch.__version__, "threads": torch.get_num_threads(), "compile": compile}
+    step_a, step_c = _harness_steps(data, teacher, student, batch_size, device, compile)
+    step_b, nw = _eager_step(data, teacher, student, batch_size, device, workers)
+    # interleaved rounds (a, c, b, a, c, b, ...) and the median: machine drift hits every path alike
+    paths = {"a_ltkd_ips": step_a, "c_compute_ips": step_c, "b_eager_ips": step_b}
+    out.update(_interleaved(paths, steps, rounds, warmup, batch_size, device))
+    out["rounds"] = rounds
+    out["b_workers"] = nw
+    out["a_over_b"] = out["a_ltkd_ips"] / out["b_eager_ips"]
+    out["a_over_c"] = out["a_ltkd_ips"] / out["c_compute_ips"]
+    return out
 
-    # (a) ltkd-bench: device-resident data + the harness's own Trainer.train_step
-    t, s = _models(teacher, student, num_classes, in_chans, device, channels_last=True)
-    method = _kd(s, t, num_classes, device)
-    out["compile"] = compile
-    images = torch.from_numpy(raw).view(n_images, image_size, image_size, in_chans).permute(0, 3, 1, 2)
-    data = TensorData(images, torch.from_numpy(labels), mean, std, device, padding=pad)
-    data.num_classes, data.class_counts = num_classes, [100] * num_classes
+
+def _harness_steps(data: _Synthetic, teacher: str, student: str, batch_size: int, device: torch.device,
+                   compile: bool) -> Tuple[Callable[[], None], Callable[[], None]]:
+    """(a) the harness's own ``Trainer.train_step`` on device-resident data, and (c) the same step on one
+    batch already on the device (the compute bound)."""
+    t, s = _models(teacher, student, data.num_classes, data.in_chans, device, channels_last=True)
+    method = _kd(s, t, data.num_classes, device)
+    size, n_images = data.image_size, len(data.raw)
+    images = torch.from_numpy(data.raw).view(n_images, size, size, data.in_chans).permute(0, 3, 1, 2)
+    tensors = TensorData(images, torch.from_numpy(data.labels), data.mean, data.std, device, padding=data.pad)
+    tensors.num_classes, tensors.class_counts = data.num_classes, [100] * data.num_classes
     recipe = TrainRecipe(epochs=1, batch_size=batch_size, lr=0.05, compile=compile)
-    trainer = Trainer(recipe, data, data, seed=0, device=device, teacher=t, progress=False, log=lambda m: None)
+    trainer = Trainer(recipe, tensors, tensors, seed=0, device=device, teacher=t, progress=False, log=lambda m: None)
     trainer.add("kd", s, method)
-    state = {"it": iter(()), "epoch": 0}
+    batches = _endless_batches(tensors, batch_size)
 
-    def batch_a():
-        try:
-            return next(state["it"])
-        except StopIteration:
-            state["epoch"] += 1
-            state["it"] = data.train_batches(batch_size, seed=0, epoch=state["epoch"])
-            return next(state["it"])
+    def step_a() -> None:
+        trainer.train_step(*next(batches), 1)
 
-    def train_step(x, y):
-        trainer.train_step(x, y, 1)
+    xc, yc = next(batches)
 
-    def step_a():
-        train_step(*batch_a())
+    def step_c() -> None:
+        trainer.train_step(xc, yc, 1)
 
-    # (c) compute bound: the same step on one batch already on the device
-    xc, yc = batch_a()
+    return step_a, step_c
 
-    def step_c():
-        train_step(xc, yc)
 
-    # (b) the usual pipeline: PIL + torchvision transforms + DataLoader, fp32, no_grad teacher, .item() per step
-    t2, s2 = _models(teacher, student, num_classes, in_chans, device, channels_last=False)
+def _endless_batches(data: TensorData, batch_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches of epochs 1, 2, ... in the harness's order; a ValueError when an epoch has none."""
+    epoch = 0
+    while True:
+        epoch += 1
+        empty = True
+        for batch in data.train_batches(batch_size, seed=0, epoch=epoch):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(f"speed: no full batch of {batch_size} in the synthetic data; use a smaller --batch-size")
+
+
+def _eager_step(data: _Synthetic, teacher: str, student: str, batch_size: int, device: torch.device,
+                workers: Optional[int]) -> Tuple[Callable[[], None], int]:
+    """(b) the usual pipeline: PIL + torchvision transforms + DataLoader, fp32, ``no_grad`` teacher, ``.item()``
+    every step; returns the step and its DataLoader workers."""
+    t2, s2 = _models(teacher, student, data.num_classes, data.in_chans, device, channels_last=False)
     opt2 = torch.optim.SGD(s2.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    tf = transforms.Compose([transforms.RandomCrop(image_size, padding=pad), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(mean, std)])
-
-    class PILSet(Dataset):
-        def __len__(self) -> int:
-            return n_images
-
-        def __getitem__(self, i: int):
-            return tf(Image.fromarray(raw[i])), int(labels[i])
-
+    tf = transforms.Compose([transforms.RandomCrop(data.image_size, padding=data.pad),
+                             transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                             transforms.Normalize(data.mean, data.std)])
     nw = workers if workers is not None else min(8, max(1, (os.cpu_count() or 2) // 2))
-    loader = DataLoader(PILSet(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=nw,
-                        pin_memory=cuda, persistent_workers=nw > 0)
+    loader = DataLoader(_PILImages(data, tf), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=nw,
+                        pin_memory=device.type == "cuda", persistent_workers=nw > 0)
     st = {"it": iter(loader), "log": 0.0}
 
-    def step_b():
+    def step_b() -> None:
         try:
             x, y = next(st["it"])
         except StopIteration:
@@ -155,8 +212,12 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
         opt2.step()
         st["log"] += loss.item()
 
-    # interleaved rounds (a, c, b, a, c, b, ...) and the median: machine drift hits every path alike
-    paths = {"a_ltkd_ips": step_a, "c_compute_ips": step_c, "b_eager_ips": step_b}
+    return step_b, nw
+
+
+def _interleaved(paths: Dict[str, Callable[[], None]], steps: int, rounds: int, warmup: int, batch_size: int,
+                 device: torch.device) -> Dict[str, float]:
+    """Images/s of each path: all warmed up, then ``rounds`` rounds of every path in turn; the median round."""
     for fn in paths.values():
         _timed(fn, 0, warmup, device)
     per_round = max(1, steps // rounds)
@@ -164,13 +225,7 @@ def measure(teacher: str = "cifar_cnn_small", student: str = "cifar_cnn_tiny", i
     for _ in range(rounds):
         for key, fn in paths.items():
             times[key].append(per_round * batch_size / _timed(fn, per_round, 0, device))
-    for key, values in times.items():
-        out[key] = float(np.median(values))
-    out["rounds"] = rounds
-    out["b_workers"] = nw
-    out["a_over_b"] = out["a_ltkd_ips"] / out["b_eager_ips"]
-    out["a_over_c"] = out["a_ltkd_ips"] / out["c_compute_ips"]
-    return out
+    return {key: float(np.median(values)) for key, values in times.items()}
 
 
 #: The two cells ``speed --grid`` measures: the quick suite's pair, and the literature's CIFAR-100 pair.
