@@ -34,11 +34,13 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO[bytes]], Any
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
+    """``text`` to ``path`` atomically, UTF-8 (records, tables, references)."""
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def atomic_torch_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
-    import torch
+    """``torch.save(obj)`` to ``path`` atomically (checkpoints and weights: a crash never leaves half a file)."""
+    import torch  # here, not above: this module needs neither torch nor numpy for its other writers
 
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
