@@ -231,8 +231,6 @@ def load_weights(model: Any, path: Path) -> None:
 
 def evaluate_checkpoint(req: EvalRequest, device: Any) -> Dict[str, Any]:
     """Per-class accuracy of the checkpoint on the split and its summary, as in a run record's ``final``."""
-    import torch
-
     import datasets as ds
     from datasets.base import check_split, resolve_imbalance_factor
 
@@ -281,7 +279,7 @@ def format_report(req: EvalRequest, result: Dict[str, Any], device: Any, per_cla
     counts = result["class_counts"]
     lines = [f"{req.model} ({req.checkpoint}) on {req.dataset} {req.split}: {result['images']:,} images, {device}, "
              f"{result['seconds']:.1f} s",
-             f"Accuracy in %. Shot groups from the TRAIN counts" + (f" at imbalance factor {imb:g}" if imb else "")
+             "Accuracy in %. Shot groups from the TRAIN counts" + (f" at imbalance factor {imb:g}" if imb else "")
              + f" ({sum(counts):,} images, {max(counts)} down to {min(counts)} per class): {SHOT_RULE}; head / middle "
                "/ tail are thirds of the classes by training frequency.", ""]
     headers = ["model", "checkpoint", *[f"{m} ({sizes[m]} cls)" if m in sizes else m for m in METRICS]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -65,16 +65,11 @@ class MethodContext:
     #: (C, H, W) of each feature level at the training input size (connectors; ``benchmark.models.map_shapes``)
     student_shapes: Optional[Sequence[Tuple[int, int, int]]] = None
     teacher_shapes: Optional[Sequence[Tuple[int, int, int]]] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
+        """Classes of the task (one count per class)."""
         return len(self.class_counts)
-
-    def class_prior(self, device: Optional[torch.device] = None) -> Tensor:
-        """pi_c = n_c / N as a float tensor."""
-        counts = torch.as_tensor(list(self.class_counts), dtype=torch.float32, device=device)
-        return counts / counts.sum()
 
 
 _INTERVAL = re.compile(r"^\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s\])]+)\s*([\])])\s*$")
