@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import benchmark  # noqa: F401  (registers the zoo)
-from benchmark.models import WithFeatures, create_model, feature_dim, forward_with_features, list_zoo
+from benchmark.models import create_model, feature_dim, forward_with_features, list_zoo
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO = list_zoo()
@@ -149,19 +149,6 @@ def test_feature_dim_uses_pre_logits_width_of_extra_head_layers():
     with torch.no_grad():
         logits, feats = forward_with_features(model, torch.randn(2, 3, 32, 32))
     assert feats.shape[1] == feature_dim(model) == 1024 != model.num_features
-
-
-def test_with_features_wrapper():
-    model = timm.create_model("cifar_cnn_tiny", num_classes=10, in_chans=1).eval()
-    wrapped = WithFeatures(model)
-    x = torch.randn(2, 1, 28, 28)
-    with torch.no_grad():
-        logits, feats = wrapped(x)
-        logits2, feats2 = forward_with_features(wrapped, x)
-        torch.testing.assert_close(logits, model(x))
-    torch.testing.assert_close(logits, logits2)
-    torch.testing.assert_close(feats, feats2)
-    assert feature_dim(wrapped) == model.num_features == feats.shape[1]
 
 
 def test_create_model_wrapper_and_unknown_name():

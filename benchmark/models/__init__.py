@@ -16,11 +16,11 @@ so ``timm.create_model("cifar_resnet8x4", num_classes=100)`` works, and so do ti
 """
 from . import cifar_cnn, cifar_mobilenetv2, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401
 from ._common import CIFAR100_MEAN, CIFAR100_STD, CifarNet
-from .features import (ZOO_MODULES, WithFeatures, create_model, feature_dim, forward_outputs, forward_with_features,
-                       list_zoo, map_shapes)
+from .features import (ZOO_MODULES, create_model, feature_dim, forward_outputs, forward_with_features, list_zoo,
+                       map_shapes)
 
 __all__ = [
     "forward_with_features", "forward_outputs", "map_shapes", "feature_dim", "create_model", "list_zoo",
-    "WithFeatures", "ZOO_MODULES",
+    "ZOO_MODULES",
     "CifarNet", "CIFAR100_MEAN", "CIFAR100_STD",
 ]

@@ -5,7 +5,6 @@ Everything goes through timm's standard API (``forward_features`` / ``forward_in
 ``forward_head(pre_logits=True)`` / ``get_classifier``), so the harness and the methods never need a
 model-specific forward. :func:`forward_outputs` computes what a method ``needs`` in one pass.
 """
-import difflib
 import re
 from typing import AbstractSet, Any, List, Optional, Sequence, Tuple
 
@@ -15,8 +14,10 @@ import torch.nn as nn
 
 from methods.base import DEFAULT_NEEDS, NEEDS, Outputs
 
+from ..errors import close_matches
+
 __all__ = ["forward_with_features", "forward_outputs", "map_shapes", "feature_dim", "create_model", "list_zoo",
-           "WithFeatures", "ZOO_MODULES"]
+           "ZOO_MODULES"]
 
 _MAP_NEEDS = frozenset({"feature_maps", "preact_maps"})
 
@@ -50,37 +51,19 @@ def _logits_and_features(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tenso
     return logits, feats
 
 
-class WithFeatures(nn.Module):
-    """Wrap a model so that ``forward(x)`` returns ``(logits, features)``.
-
-    Wrap *this* in DistributedDataParallel or ``torch.compile`` when training with feature losses, so
-    the wrapper's own forward (DDP's gradient-sync bookkeeping, the compiled graph) covers both outputs.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return _logits_and_features(self.model, x)
-
-
 def forward_with_features(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Return ``(logits, features)``: features = ``forward_head(forward_features(x), pre_logits=True)``
     (B, feature_dim(model)) and logits = ``get_classifier()(features)``, i.e. ``model(x)`` in one pass.
 
     Works for the zoo and stock timm models. With ``num_classes=0`` the classifier is an Identity and
-    the logits are the features (as ``model(x)`` returns then). A :class:`WithFeatures` model (possibly
-    inside DDP / ``torch.compile``) is simply called. Other models are looked through
-    DataParallel / ``torch.compile`` wrappers (their eager forward runs); a DDP-wrapped plain model is
+    the logits are the features (as ``model(x)`` returns then). Models are looked through
+    DataParallel / ``torch.compile`` wrappers (their eager forward runs); a DDP-wrapped model is
     refused while gradients are enabled, because bypassing DDP's forward breaks gradient syncing.
     """
     base = _unwrap(model)
-    if isinstance(base, WithFeatures):
-        return model(x)
     if isinstance(model, nn.parallel.DistributedDataParallel) and torch.is_grad_enabled():
-        raise TypeError("forward_with_features: wrap the model as DDP(WithFeatures(model)) to train with "
-                        "features under DistributedDataParallel")
+        raise TypeError("forward_with_features: it bypasses DistributedDataParallel's forward; wrap the module that "
+                        "calls forward_with_features (the harness wraps DistillStep) in DDP instead")
     return _logits_and_features(base, x)
 
 
@@ -114,8 +97,6 @@ def forward_outputs(model: nn.Module, x: torch.Tensor, needs: AbstractSet[str] =
         logits, feats = forward_with_features(model, x)
         return Outputs(logits, feats)
     base = _unwrap(model)
-    if isinstance(base, WithFeatures):
-        base = base.model
     if base is not model and isinstance(model, nn.parallel.DistributedDataParallel) and torch.is_grad_enabled():
         raise TypeError("forward_outputs: feature maps bypass DistributedDataParallel's forward; wrap the module "
                         "that calls forward_outputs (the harness wraps DistillStep) in DDP instead")
@@ -137,8 +118,6 @@ def map_shapes(model: nn.Module, input_size: Sequence[int]) -> List[Tuple[int, i
     """(C, H, W) of each feature level of ``model`` for inputs of ``input_size`` (C, H, W): one dry forward
     of a single image in eval mode (the model's mode is restored). Feature methods size connectors with it."""
     base = _unwrap(model)
-    if isinstance(base, WithFeatures):
-        base = base.model
     if not hasattr(base, "forward_intermediates"):
         raise TypeError(f"{type(base).__name__} has no forward_intermediates (timm's feature-map API)")
     ref = next(base.parameters(), None)
@@ -160,8 +139,6 @@ def feature_dim(model: nn.Module) -> int:
     record that pre-logits width as ``head_hidden_size``; otherwise it is ``num_features``.
     """
     base = _unwrap(model)
-    if isinstance(base, WithFeatures):
-        base = base.model
     for attr in ("head_hidden_size", "num_features"):
         value = getattr(base, attr, None)
         if isinstance(value, int) and value > 0:
@@ -199,6 +176,6 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs: Any) 
 
 def _unknown_model_message(name: Any) -> str:
     candidates = timm.list_models()
-    close = difflib.get_close_matches(str(name), candidates, n=5, cutoff=0.6)
+    close = close_matches(name, candidates, n=5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() or benchmark.models.list_zoo()"
     return f"unknown model {name!r}{hint}"
