@@ -27,6 +27,7 @@ from .config import ConfigError, DatasetEntry, Pair, SuiteConfig, TrainRecipe, e
 from .data import build_data
 from .device import effective_recipe
 from .distributed import barrier, broadcast, is_main
+from .evaluate import GROUPS
 from .fileio import atomic_savez, atomic_torch_save
 from .models import create_model, feature_dim, map_shapes
 from .provenance import RESULTS_FAMILY, code_info, environment_info
@@ -397,7 +398,7 @@ class GridRunner:
         if status == "ok":
             f = record["final"]
             line = (f"<== {spec.run_id}: overall {f['overall']:.2f}%, " + ", ".join(
-                f"{g} {f[g]:.1f}" for g in ("many", "medium", "few", "head", "middle", "tail")
+                f"{g} {f[g]:.1f}" for g in GROUPS
                 if f.get(g) is not None) + f" ({time.perf_counter() - t0:.0f}s)")
         else:
             line = f"<== {spec.run_id}: FAILED: {reason}"

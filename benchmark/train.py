@@ -441,18 +441,17 @@ class Trainer:
                     preds[j].append(pred)
         for mod, mode in zip(models, modes):
             mod.train(mode)
-        total_l = all_reduce_sum(total).cpu().tolist()
-        out = []
-        for j, m in enumerate(members):
-            corr = all_reduce_sum(correct[j]).cpu().tolist()
-            per_class = [100.0 * a / t if t else 0.0 for a, t in zip(corr, total_l)]
-            out.append({"per_class_acc": per_class, "per_class_test_count": total_l,
-                        **summarize(per_class, self.train_data.class_counts, per_class_total=total_l)})
-            if predictions:
-                m.predictions = _gather(preds[j])
         if predictions:
             self.test_targets = _gather(targets)
-        return out
+            for m, p in zip(members, preds):
+                m.predictions = _gather(p)
+        total_l = all_reduce_sum(total).cpu().tolist()
+        return [self._summary(all_reduce_sum(corr).cpu().tolist(), total_l) for corr in correct]
+
+    def _summary(self, correct: List[int], total: List[int]) -> Dict[str, Any]:
+        per_class = [100.0 * a / t if t else 0.0 for a, t in zip(correct, total)]
+        return {"per_class_acc": per_class, "per_class_test_count": total,
+                **summarize(per_class, self.train_data.class_counts, per_class_total=total)}
 
 
 def _gather(parts: List[Tensor]) -> np.ndarray:

@@ -82,7 +82,7 @@ class CRD(Method):
         if ctx.train_targets is None or not ctx.teacher_dim:
             raise ValueError("method 'crd' needs MethodContext.train_targets (the class of every training row) "
                              "and teacher_dim; the harness fills them")
-        targets = torch.as_tensor(ctx.train_targets, dtype=torch.long).flatten().cpu()
+        targets = torch.as_tensor(ctx.train_targets, dtype=torch.long, device="cpu").flatten()
         n = int(ctx.num_train) if ctx.num_train is not None else targets.numel()
         if targets.numel() != n:
             raise ValueError(f"method 'crd': train_targets has {targets.numel()} rows but num_train is {n}")

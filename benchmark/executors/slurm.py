@@ -28,11 +28,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..config import ConfigError, SuiteConfig
 from ..device import configure_backends
 from ..distributed import env_world_size
+from ..results import RunStore
 from ..runner import Outcome, RunOptions, RunSpec, run_specs
 from . import Executor, register_executor
 
@@ -307,6 +308,34 @@ def _task_result(job) -> tuple:
         return None, (text[-1] if text else type(err).__name__)
 
 
+def _reporter(results: Dict[str, tuple], log: Callable[[str], None]) -> Callable[[Any], None]:
+    """A callback that stores a finished job's (outcomes, error) in ``results`` and logs one line."""
+    def report(job) -> None:
+        outcomes, err = results[job.job_id] = _task_result(job)
+        what = (f"{sum(o.status == 'trained' for o in outcomes)} ran, "
+                f"{sum(o.status == 'failed' for o in outcomes)} failed" if outcomes is not None
+                else f"FAILED: {err} (log: {job.paths.stdout})")
+        log(f"  task {job.job_id}: {what}")
+
+    return report
+
+
+def _collect(specs: Sequence[RunSpec], todo: Sequence[RunSpec], skipped: List[Outcome],
+             task_outcomes: List[Optional[List[Outcome]]], store: RunStore) -> List[Outcome]:
+    """One outcome per spec: what the tasks reported, else what the store says (a crashed task: failed)."""
+    seen: Dict[str, Outcome] = {o.run_id: o for o in skipped}
+    for outcomes in task_outcomes:
+        for o in outcomes or []:
+            if o.status != "skipped" or o.run_id not in seen:
+                seen[o.run_id] = o
+    for s in todo:  # a task that crashed, or was never heard from: its runs have no record
+        if s.run_id not in seen:
+            rec = store.load(s.run_id)
+            status = "trained" if rec is not None and rec.get("status") == "ok" else "failed"
+            seen[s.run_id] = Outcome(s.run_id, s.role, status, rec, "" if rec else "its task failed")
+    return [seen[s.run_id] for s in specs if s.run_id in seen]
+
+
 def _array_id(jobs: Sequence[Any]) -> str:
     return str(jobs[0].job_id).split("_")[0] if jobs else "-"
 
@@ -321,62 +350,51 @@ class SubmititExecutor(Executor):
     def run(self, cfg: SuiteConfig, specs: Sequence[RunSpec], opts: RunOptions) -> List[Outcome]:
         """Submit the specs without an ok record; wait (unless ``wait`` is off) and return their outcomes.
         Specs already recorded come back as ``skipped``; a task that crashed makes its specs ``failed``."""
-        from ..results import RunStore
-
         _require_submitit()
         if env_world_size() > 1:
             raise ConfigError("--executor submitit submits jobs: start it with plain `python -m benchmark run`, "
                               "not under torchrun (use --gpus-per-task N for multi-GPU runs)")
-        so = self.slurm
         store = RunStore(opts.out)
-        done = [s for s in specs if store.exists(s.run_id)]
         todo = [s for s in specs if not store.exists(s.run_id)]
-        skipped = [Outcome(s.run_id, s.role, "skipped", store.load(s.run_id)) for s in done]
-        n_t = sum(s.role == "teacher" for s in todo)
-        where = "submitit local executor" if so.local else "Slurm" + (f" partition {so.partition}" if so.partition
-                                                                       else "")
-        opts.log(f"{len(specs)} runs, {len(done)} already recorded in {opts.out}/runs, {len(todo)} to run "
-                 f"({n_t} teachers, {len(todo) - n_t} students) on {where}")
+        skipped = [Outcome(s.run_id, s.role, "skipped", store.load(s.run_id)) for s in specs if s not in todo]
+        self._announce(specs, todo, opts)
         if not todo:
             opts.log("nothing to submit: every run has an ok record")
             return skipped
-        stop_env = os.environ.get(STOP_AFTER_STEPS_ENV)
-        stop = int(stop_env) if stop_env else None
-        folder = Path(opts.out) / "submitit"
-        by_role = {role: [GridTask(cfg, opts.out, chunk, stop) for chunk in
-                          pack([s for s in todo if s.role == role], so.runs_per_task)]
-                   for role in ("teacher", "student")}
+        by_role = self._tasks(cfg, todo, opts)
         results: Dict[str, tuple] = {}
-
-        def report(job) -> None:
-            outcomes, err = results[job.job_id] = _task_result(job)
-            what = (f"{sum(o.status == 'trained' for o in outcomes)} ran, "
-                    f"{sum(o.status == 'failed' for o in outcomes)} failed" if outcomes is not None
-                    else f"FAILED: {err} (log: {job.paths.stdout})")
-            opts.log(f"  task {job.job_id}: {what}")
-
-        jobs = self._submit(cfg, folder, by_role, report, opts.log)
-        if not so.wait:
+        report = _reporter(results, opts.log)
+        jobs = self._submit(cfg, Path(opts.out) / "submitit", by_role, report, opts.log)
+        if not self.slurm.wait:
             opts.log("not waiting (--no-wait): run `python -m benchmark report --out "
                      f"{opts.out}` when they are done; rerunning this command submits only the missing runs")
             return skipped
-        if not so.local:
-            opts.log("waiting for the jobs (Ctrl-C stops waiting; the jobs go on; rerun the same command to "
-                     "submit what is still missing)")
-            submitit = _require_submitit()
-            for job in submitit.helpers.as_completed(jobs, poll_frequency=30):
-                report(job)
-        seen: Dict[str, Outcome] = {o.run_id: o for o in skipped}
-        for outcomes, _ in results.values():
-            for o in outcomes or []:
-                if o.status != "skipped" or o.run_id not in seen:
-                    seen[o.run_id] = o
-        for s in todo:  # a task that crashed, or was never heard from: its runs have no record
-            if s.run_id not in seen:
-                rec = store.load(s.run_id)
-                status = "trained" if rec is not None and rec.get("status") == "ok" else "failed"
-                seen[s.run_id] = Outcome(s.run_id, s.role, status, rec, "" if rec else "its task failed")
-        return [seen[s.run_id] for s in specs if s.run_id in seen]
+        if not self.slurm.local:  # the local pool has reported each task already
+            self._wait(jobs, report, opts.log)
+        return _collect(specs, todo, skipped, [o for o, _ in results.values()], store)
+
+    @staticmethod
+    def _wait(jobs: List[Any], report: Callable[[Any], None], log: Callable[[str], None]) -> None:
+        log("waiting for the jobs (Ctrl-C stops waiting; the jobs go on; rerun the same command to submit what "
+            "is still missing)")
+        for job in _require_submitit().helpers.as_completed(jobs, poll_frequency=30):
+            report(job)
+
+    def _tasks(self, cfg: SuiteConfig, todo: Sequence[RunSpec], opts: RunOptions) -> Dict[str, List[GridTask]]:
+        """Array tasks per role, ``runs_per_task`` specs each (the test hook's step budget read once, here)."""
+        stop_env = os.environ.get(STOP_AFTER_STEPS_ENV)
+        stop = int(stop_env) if stop_env else None
+        return {role: [GridTask(cfg, opts.out, chunk, stop) for chunk in
+                       pack([s for s in todo if s.role == role], self.slurm.runs_per_task)]
+                for role in ("teacher", "student")}
+
+    def _announce(self, specs: Sequence[RunSpec], todo: Sequence[RunSpec], opts: RunOptions) -> None:
+        so = self.slurm
+        n_t = sum(s.role == "teacher" for s in todo)
+        where = "submitit local executor" if so.local else "Slurm" + (f" partition {so.partition}" if so.partition
+                                                                       else "")
+        opts.log(f"{len(specs)} runs, {len(specs) - len(todo)} already recorded in {opts.out}/runs, {len(todo)} to "
+                 f"run ({n_t} teachers, {len(todo) - n_t} students) on {where}")
 
     def _submit(self, cfg: SuiteConfig, folder: Path, by_role: Dict[str, List[GridTask]], report, log) -> List[Any]:
         so = self.slurm
