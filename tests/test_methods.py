@@ -267,7 +267,9 @@ def test_simplex_etf_best_effort_below_c_minus_1():
         e = simplex_etf(20, 8).double()
     assert torch.allclose(e.norm(dim=1), torch.ones(20, dtype=torch.float64), atol=1e-5)
     off = (e @ e.t())[~torch.eye(20, dtype=torch.bool)]
-    assert off.max() < 0.2  # well spread (random unit vectors in 8-d reach ~0.7)
+    # well spread: random unit vectors in 8-d reach ~0.7, the optimiser ~0.13; a centring penalty over the
+    # wrong axis gives ~0.19
+    assert off.max() < 0.15
     assert e.mean(0).norm() < 0.05
 
 
