@@ -124,7 +124,8 @@ def test_kill_9_mid_cell_then_rerun_gives_identical_records_and_counts(tmp_path,
     capsys.readouterr()
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(suite), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=dict(cli_env, OMP_NUM_THREADS="1"), cwd=tmp_path, stdout=subprocess.PIPE,
+    threads = str(torch.get_num_threads())  # the thread count changes CPU numerics: keep this process's
+    proc = subprocess.Popen(cmd, env=dict(cli_env, OMP_NUM_THREADS=threads), cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     for line in proc.stdout:  # the cell finished epoch 1 (and checkpointed): kill -9
