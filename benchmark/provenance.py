@@ -24,7 +24,7 @@ from .distributed import world_size
 
 __all__ = ["RESULTS_FAMILY", "REPO_DIR", "code_fingerprint", "git_state", "code_info", "environment_info"]
 
-RESULTS_FAMILY = "2"
+RESULTS_FAMILY = "3"  # 3: one frequency-group rule (LTKD groups and thirds 3/4/3 for 10 classes), declared epoch params
 REPO_DIR = Path(__file__).resolve().parent.parent
 _PACKAGES = ("benchmark", "methods", "datasets")
 

@@ -1,14 +1,15 @@
 """Long-tail helpers: the exponential class profile, seeded per-class subsampling (ours and LDAM-DRW's),
-shot groups, thirds."""
+shot groups, and the one head / middle / tail rule by training frequency (``frequency_groups``)."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = ["check_imbalance_factor", "exponential_profile", "subsample_per_class", "ldam_subsample", "shot_groups",
-           "frequency_thirds", "class_counts_of", "describe_profile"]
+           "frequency_rank", "frequency_group_sizes", "frequency_groups", "frequency_thirds", "class_counts_of",
+           "describe_profile"]
 
 
 def check_imbalance_factor(imbalance_factor: float) -> float:
@@ -89,13 +90,33 @@ def shot_groups(class_counts: Sequence[int], many: int = 100, few: int = 20) -> 
     return groups
 
 
-def frequency_thirds(class_counts: Sequence[int]) -> Dict[str, List[int]]:
-    """Split class ids into head/middle/tail thirds by frequency rank (ties by class id; head gets the remainder)."""
-    order = sorted(range(len(class_counts)), key=lambda c: (-class_counts[c], c))
-    base, rem = divmod(len(order), 3)
-    n_head, n_mid = base + (rem > 0), base + (rem > 1)
+def frequency_rank(class_counts: Sequence[int]) -> List[int]:
+    """Class ids from the most to the least frequent in training; equal counts keep ascending class id, so the
+    order (and every group cut from it) is deterministic."""
+    return sorted(range(len(class_counts)), key=lambda c: (-class_counts[c], c))
+
+
+def frequency_group_sizes(num_classes: int) -> Tuple[int, int, int]:
+    """(head, middle, tail) sizes: head and tail get ``num_classes // 3`` classes each, the middle the rest
+    (33 / 34 / 33 for 100 classes, as LTKD's head / medium / tail; 3 / 4 / 3 for 10)."""
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    side = num_classes // 3
+    return side, num_classes - 2 * side, side
+
+
+def frequency_groups(class_counts: Sequence[int]) -> Dict[str, List[int]]:
+    """THE rule grouping classes by training count, used by LTKD and by the head / middle / tail columns:
+    class ids (each list sorted) of the ``frequency_group_sizes`` most frequent (head), next (middle) and
+    least frequent (tail) classes in ``frequency_rank`` order (ties: the lower class id is the more frequent)."""
+    order = frequency_rank(class_counts)
+    n_head, n_mid, _ = frequency_group_sizes(len(order))
     return {"head": sorted(order[:n_head]), "middle": sorted(order[n_head:n_head + n_mid]),
             "tail": sorted(order[n_head + n_mid:])}
+
+
+#: The name the leaderboard's columns grew up with; the very same function.
+frequency_thirds = frequency_groups
 
 
 def class_counts_of(targets: Sequence[int], num_classes: int) -> List[int]:

@@ -15,11 +15,11 @@ import traceback
 import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Type
 
-from .base import Method, MethodContext, Outputs, as_target, linear_warmup
+from .base import EPOCH_KINDS, Method, MethodContext, Outputs, as_target, linear_warmup
 
 __all__ = [
     "Method", "MethodContext", "Outputs", "register_method", "get_method", "list_methods",
-    "create_method", "load_plugins", "ENTRY_POINT_GROUP", "as_target", "linear_warmup",
+    "create_method", "load_plugins", "ENTRY_POINT_GROUP", "as_target", "linear_warmup", "epoch_params", "EPOCH_KINDS",
 ]
 
 ENTRY_POINT_GROUP = "ltkd_bench.methods"
@@ -137,6 +137,12 @@ def get_method(name: str) -> Type[Method]:
         raise KeyError(f"unknown method '{name}'.{did_you_mean(name, names, cutoff=0.5)} Registered methods: "
                        f"{', '.join(names)}.")
     return _REGISTRY[name]
+
+
+def epoch_params(name: str) -> Dict[str, str]:
+    """Hyper-parameters of method ``name`` that count epochs, name -> kind (its ``epoch_params`` declaration,
+    checked when the class was defined): what ``--epochs`` rescales and the pre-training warnings inspect."""
+    return dict(get_method(name).epoch_params)
 
 
 def create_method(name: str, ctx: MethodContext, **hparams) -> Method:

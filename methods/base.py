@@ -13,12 +13,19 @@ from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Map
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup", "NEEDS", "DEFAULT_NEEDS"]
+__all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup", "NEEDS", "DEFAULT_NEEDS",
+           "EPOCH_KINDS"]
 
 #: What a method may declare in ``Method.needs``: network outputs (``logits``, pooled ``features``, the
 #: levels' ``feature_maps`` / ``preact_maps``, see :class:`Outputs`) and the batch's dataset row ``index``.
 NEEDS: FrozenSet[str] = frozenset({"logits", "features", "feature_maps", "preact_maps", "index"})
 DEFAULT_NEEDS: FrozenSet[str] = frozenset({"logits", "features"})
+
+#: What an epoch-valued hyper-parameter (``Method.epoch_params``) counts; all of them rescale with ``--epochs``:
+#: ``warmup``: a term ramps up linearly over that many epochs (:func:`linear_warmup`);
+#: ``start``: something switches on after that 1-based epoch (BKD's ``drw_epoch``: epochs 1..v without it);
+#: ``epochs``: any other number of epochs (only rescaled).
+EPOCH_KINDS: FrozenSet[str] = frozenset({"warmup", "start", "epochs"})
 
 
 def as_target(t: Tensor) -> Tensor:
@@ -126,6 +133,32 @@ def _check_type(value: Any, default: Any, where: str) -> Any:
     return value
 
 
+def _epochs(n: int) -> str:
+    """``"1 epoch"`` / ``"4 epochs"``."""
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+def _check_epoch_params(cls: type) -> Dict[str, str]:
+    """``cls.epoch_params`` as a name -> kind dict (a tuple of names: kind ``epochs``); a TypeError names a
+    declared name that is not a numeric hyper-parameter or a kind outside ``EPOCH_KINDS``."""
+    declared = cls.epoch_params
+    if isinstance(declared, (tuple, list, set, frozenset)):
+        declared = {name: "epochs" for name in declared}
+    if not isinstance(declared, Mapping):
+        raise TypeError(f"{cls.__qualname__}.epoch_params must map hyper-parameter names to a kind "
+                        f"({', '.join(sorted(EPOCH_KINDS))}), e.g. {{'warmup': 'warmup'}}; got {declared!r}")
+    hparams = getattr(cls, "hparams", {})
+    for key, kind in declared.items():
+        default = hparams.get(key)
+        if key not in hparams or isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise TypeError(f"{cls.__qualname__}.epoch_params names '{key}', which is not a numeric hyper-parameter "
+                            f"in hparams")
+        if kind not in EPOCH_KINDS:
+            raise TypeError(f"{cls.__qualname__}.epoch_params['{key}']: kind {kind!r} is not one of "
+                            f"{', '.join(sorted(EPOCH_KINDS))}")
+    return dict(declared)
+
+
 class Method(nn.Module):
     """Base class of every method.
 
@@ -139,6 +172,11 @@ class Method(nn.Module):
     ``[``/``]`` closed). Every value is also type-checked against its default (bool -> true/false, int ->
     integer, float -> finite number, str -> string; a None default accepts anything).
     :meth:`validate_hparams` applies both, both when a suite is loaded and in ``__init__``.
+
+    ``epoch_params`` declares the hyper-parameters that count epochs, name -> kind (see ``EPOCH_KINDS``):
+    ``{"warmup": "warmup"}``, ``{"drw_epoch": "start"}`` (a tuple of names means kind ``epochs``). The harness
+    rescales exactly these when a run's length changes (``--epochs``) and warns before training when one
+    makes part of the method inert for the whole run (:meth:`schedule_warnings`).
     """
 
     name: ClassVar[str] = ""
@@ -151,14 +189,36 @@ class Method(nn.Module):
     needs: ClassVar[FrozenSet[str]] = DEFAULT_NEEDS
     #: One line shown by ``python -m benchmark list`` and in the leaderboard legend.
     summary: ClassVar[str] = ""
+    #: Hyper-parameters that count epochs, name -> kind in ``EPOCH_KINDS`` (see the class docstring).
+    epoch_params: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Check the ``hparam_bounds`` declaration when the class is defined (a typo fails at import)."""
+        """Check the ``hparam_bounds`` and ``epoch_params`` declarations when the class is defined (a typo
+        fails at import)."""
         super().__init_subclass__(**kwargs)
         for key, text in cls.hparam_bounds.items():
             if key not in cls.hparams:
                 raise TypeError(f"{cls.__qualname__}.hparam_bounds names '{key}', which is not in hparams")
             _parse_interval(text, f"{cls.__qualname__}.hparam_bounds['{key}']")
+        cls.epoch_params = _check_epoch_params(cls)
+
+    @classmethod
+    def schedule_warnings(cls, params: Mapping[str, Any], epochs: int) -> List[str]:
+        """One line per epoch-valued hyper-parameter in ``params`` that makes part of the method inert in an
+        ``epochs``-long run: a ``start`` at or after the last epoch (never switches on), a ``warmup`` longer
+        than the run (never reaches full weight). Shown before training; override to add method-specific checks."""
+        out = []
+        for key, kind in cls.epoch_params.items():
+            value = params.get(key, cls.hparams[key])
+            if kind == "start" and value >= epochs:
+                out.append(f"{cls.name}: {key}={value:g} but the student trains {_epochs(epochs)}, so what {key} "
+                           f"switches on (after epoch {value:g}) never happens and {cls.name} runs without it for the "
+                           f"whole run; set {key} below {epochs} or train longer")
+            elif kind == "warmup" and value > epochs:
+                out.append(f"{cls.name}: {key}={value:g} is longer than the student's {_epochs(epochs)}, so the "
+                           f"warmed-up term never reaches full weight (at most {epochs / value:.2g} of it); set {key} "
+                           f"<= {epochs} or train longer")
+        return out
 
     @classmethod
     def validate_hparams(cls, overrides: Mapping[str, Any], where: str = "") -> Dict[str, Any]:

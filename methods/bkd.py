@@ -43,6 +43,7 @@ class BKD(Method):
 
     hparams = {"temperature": 2.0, "beta": 0.9999, "alpha": 1.0, "drw_epoch": 0}
     hparam_bounds = {"temperature": "(0, inf)", "beta": "[0, 1)", "alpha": "[0, inf)", "drw_epoch": "[0, inf)"}
+    epoch_params = {"drw_epoch": "start"}  # plain KD through epoch drw_epoch, re-weighted after
     summary = "Balanced KD (Zhang et al. 2021)"
 
     def __init__(self, ctx: MethodContext, **overrides) -> None:

@@ -52,6 +52,7 @@ class DKD(Method):
 
     hparams = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup": 20}
     hparam_bounds = {"alpha": "[0, inf)", "beta": "[0, inf)", "temperature": "(0, inf)", "warmup": "[0, inf)"}
+    epoch_params = {"warmup": "warmup"}
     summary = "DKD (Zhao et al. 2022)"
 
     def forward(self, student, teacher, target, epoch):

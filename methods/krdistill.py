@@ -101,6 +101,7 @@ class KRDistill(Method):
                "use_rep": True, "use_logit": True}
     hparam_bounds = {"temperature": "(0, inf)", "tau": "[0, inf)", "gamma": "[0, inf)", "alpha": "[0, inf)",
                      "beta": "[0, inf)", "warmup": "[0, inf)"}
+    epoch_params = {"warmup": "warmup"}
     summary = "KRDistill (reconstruction from the abstract)"
 
     def __init__(self, ctx: MethodContext, **overrides) -> None:

@@ -75,6 +75,7 @@ class ReviewKD(Method):
     hparams = {"ce_weight": 1.0, "feat_weight": 5.0, "warmup": 20, "max_mid_channels": 512, "stu_preact": False}
     hparam_bounds = {"ce_weight": "[0, inf)", "feat_weight": "[0, inf)", "warmup": "[0, inf)",
                      "max_mid_channels": "[1, inf)"}
+    epoch_params = {"warmup": "warmup"}
     needs = frozenset({"logits", "features", "feature_maps", "preact_maps"})
     summary = "ReviewKD, knowledge review with attention-based fusion (Chen et al. 2021)"
 

@@ -153,7 +153,7 @@ def test_shot_groups_literature_sizes():
     assert shot_groups(exponential_profile(5000, 10, 100))["few"] == []  # CIFAR-10-LT: empty few group
 
 
-@pytest.mark.parametrize("n,sizes", [(10, (4, 3, 3)), (11, (4, 4, 3)), (12, (4, 4, 4)), (2, (1, 1, 0)), (1, (1, 0, 0))])
+@pytest.mark.parametrize("n,sizes", [(10, (3, 4, 3)), (11, (3, 5, 3)), (12, (4, 4, 4)), (2, (0, 2, 0)), (1, (0, 1, 0))])
 def test_frequency_thirds_sizes(n, sizes):
     thirds = frequency_thirds(exponential_profile(1000, n, 10))
     assert tuple(len(thirds[k]) for k in ("head", "middle", "tail")) == sizes
