@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, NoReturn, Optional
 
 from .config import (ConfigError, DatasetEntry, SuiteConfig, check_data, check_device, check_root, list_suites,
-                     load_suite, method_names, validate_suite)
+                     load_suite, validate_suite)
 
 DEFAULT_OUT = Path("results")
 
@@ -30,24 +30,20 @@ def _split_list(values: Optional[List[str]]) -> Optional[List[str]]:
 
 
 def scale_epochs(cfg: SuiteConfig, epochs: int) -> None:
-    """Set both recipes to ``epochs``; rescale LR milestones, LR warm-up and method ``warmup`` hyper-parameters
-    by the same factor, so a short run keeps the protocol's shape."""
-    import methods
+    """Set both recipes to ``epochs``; rescale LR milestones, LR warm-up and every method's declared epoch-valued
+    hyper-parameters (``Method.epoch_params``) by one rule (``benchmark.epochs``), so a short run keeps the
+    protocol's shape."""
+    from .epochs import scale_epochs as scale
 
-    student_factor = epochs / cfg.student_train.epochs
-    for recipe in (cfg.teacher_train, cfg.student_train):
-        factor = epochs / recipe.epochs
-        recipe.milestones = [max(1, round(m * factor)) for m in recipe.milestones]
-        recipe.warmup_epochs = round(recipe.warmup_epochs * factor)
-        recipe.epochs = epochs
-    for name in method_names(cfg):
-        defaults = methods.get_method(name).hparams
-        if "warmup" in defaults:
-            params = cfg.method_params.setdefault(name, {})
-            params["warmup"] = type(defaults["warmup"])(round(params.get("warmup", defaults["warmup"]) * student_factor))
-            for level in [e.method_params for e in cfg.datasets] + [p.method_params for p in cfg.pairs]:
-                if "warmup" in level.get(name, {}):  # a per-dataset / per-pair warm-up scales the same way
-                    level[name]["warmup"] = type(defaults["warmup"])(round(level[name]["warmup"] * student_factor))
+    scale(cfg, epochs)
+
+
+def print_schedule_warnings(cfg: SuiteConfig) -> None:
+    """``warning: ...`` on stderr for every epoch-valued method setting that is inert for the whole run."""
+    from .epochs import schedule_warnings
+
+    for line in schedule_warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def build_config(args: argparse.Namespace) -> SuiteConfig:
@@ -130,6 +126,19 @@ def check_out(out: Path, command: str) -> None:
     if command != "report" or existing == out:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"--out {out}: {existing} is not writable; choose a folder you can write")
+        _probe_write(out, existing)
+
+
+def _probe_write(out: Path, existing: Path) -> None:
+    """Create and drop a file in ``existing``: root passes ``os.access`` on a read-only or virtual file system."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write in {existing} ({err.strerror or err}); choose a folder on a "
+                          "writable disk") from None
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -159,7 +168,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_suite: str) -> None:
     p.add_argument("--epochs", type=int, help="epochs for teacher and student; milestones and warm-ups rescale")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the suite's (auto: CUDA if present)")
     p.add_argument("--root", help="dataset root folder for every dataset of the suite")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars (epoch lines are still printed)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars (the epoch tables are still printed)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="override any config field, e.g. student_train.epochs=5 method_params.kd.temperature=2")
 
@@ -237,6 +246,7 @@ def _add_run_parser(sub: "argparse._SubParsersAction") -> None:
                         "numbers, slower)")
     p.add_argument("--no-keep-students", action="store_true",
                    help="do not keep each student's final weights in <out>/checkpoints/students/ (huge grids)")
+    _add_no_reference(p)
     _add_submitit_options(p)
 
 
@@ -246,8 +256,17 @@ def _add_list_and_report_parsers(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("what", nargs="?", choices=["all", "suites", "methods", "datasets", "models"], default="all",
                    help="what to list (default: all)")
 
-    p = sub.add_parser("report", help="regenerate leaderboard.md/.csv and plots from the run records")
+    p = sub.add_parser("report", help="regenerate leaderboard.md/.csv/.html and plots from the run records")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/)")
+    _add_no_reference(p)
+
+
+def _add_no_reference(p: argparse.ArgumentParser) -> None:
+    """``--no-reference``: neither reuse the committed reference teacher nor rank beside the reference rows."""
+    p.add_argument("--no-reference", action="store_true",
+                   help="leave the suite's committed reference (results/reference/<suite>/) out: train its teacher "
+                        "here and show only this folder's runs (default: reuse its teacher when the sha256 "
+                        "checks out, rank beside its rows of the same settings)")
 
 
 def _add_check_parser(sub: "argparse._SubParsersAction") -> None:
@@ -302,6 +321,7 @@ def _add_speed_parser(sub: "argparse._SubParsersAction") -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import distributed as D
+    from .console import top_rows
     from .device import configure_backends
     from .executors import create_executor
     from .results import regenerate
@@ -312,6 +332,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         device = D.local_device(cfg.device)
         specs = expand_grid(cfg, device)
+        if D.is_main():
+            print_schedule_warnings(cfg)  # before training, and in the dry run
         if args.dry_run:
             return dry_run(cfg, specs, args.out, device)
         D.check_batch_sizes(cfg)
@@ -320,7 +342,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         main = D.is_main()
         opts = RunOptions(args.out, device, progress=not args.no_progress, together=not args.one_at_a_time,
                           retry_failed=args.retry_failed, retrain_stale=args.retrain_stale,
-                          keep_students=not args.no_keep_students, log=harness_log() if main else D.rank_log)
+                          keep_students=not args.no_keep_students, log=harness_log() if main else D.rank_log,
+                          reference=not args.no_reference)
         n_t = sum(s.role == "teacher" for s in specs)
         procs = f" x {D.world_size()} processes (DDP)" if D.world_size() > 1 else ""
         if main:
@@ -328,34 +351,46 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{device}{procs}; results in {args.out}/")
         outcomes = executor.run(cfg, specs, opts)
         if main:
-            text = regenerate(args.out)  # also when every run was already recorded
+            text = regenerate(args.out, reference=not args.no_reference, log=print)  # also when all were recorded
             for o in outcomes:
                 if o.note:
                     print(f"note: {o.run_id}: {o.note}")
             summary, rc = summarize_outcomes(outcomes)
-            print(summary + (f". Leaderboard: {args.out / 'leaderboard.md'}" if text is not None else ""))
-            _print_verdict(cfg, [o.record for o in outcomes if o.record is not None])
+            print(summary + (f". Leaderboard: {args.out / 'leaderboard.md'} (page: {args.out / 'leaderboard.html'})"
+                             if text is not None else ""))
+            print("\n".join(top_rows(args.out)))  # benchmark.console
+            _print_verdict(cfg, [o.record for o in outcomes if o.record is not None], args.out)
         D.barrier()
         return rc if main else 0
     finally:
         D.cleanup()
 
 
-def _print_verdict(cfg: SuiteConfig, records: list) -> None:
-    """Compare this grid's runs with the suite's committed reference numbers, one line per run."""
-    from .check import load_reference, reference_path, reproduction_lines
+def _print_verdict(cfg: SuiteConfig, records: list, out: Path) -> None:
+    """Compare this grid's verified runs with the suite's committed reference numbers: counts by kind, then
+    each OFF run in full (every run's line is in the per-run logs' records; a refused record is named)."""
+    from .check import load_reference, reference_path, run_label, verdicts
+    from .console import verdict_summary
+    from .integrity import verify_records
+    from .results import RunStore
 
     path = reference_path(cfg)
     if not path.exists() or not records:
         return
+    records, refused, _ = verify_records(records, out)
+    for line in refused:
+        print(f"warning: {line}")
     try:
-        lines, off = reproduction_lines(records, load_reference(path))
+        judged = verdicts(records, load_reference(path))
     except ConfigError as err:
         print(f"reproduction: not compared ({err})")
         return
+    ids = {run_label(r): r["run_id"] for r in records}
+    for v in judged:  # every run's full verdict line goes to its own log
+        if v.label in ids:
+            RunStore(out).append_log(ids[v.label], f"reproduction: {v.text.strip()}")
     print(f"reproduction against {path.name} (committed reference numbers of suite '{cfg.name}'):")
-    print("\n".join(lines))
-    print(f"reproduction: {len(lines) - off} of {len(lines)} runs reproduced" + (f", {off} off" if off else ""))
+    print("\n".join(verdict_summary(judged)))
 
 
 def _missing_data(cfg: SuiteConfig) -> dict:
@@ -377,6 +412,7 @@ def _missing_data(cfg: SuiteConfig) -> dict:
 def dry_run(cfg: SuiteConfig, specs: list, out: Path, device) -> int:
     """Each run's status in ``out`` (done / to do / failed), its recipe and the data it needs; exit 1 when
     some data is missing."""
+    from .epochs import epoch_values
     from .results import RunStore
 
     store = RunStore(out)
@@ -385,6 +421,8 @@ def dry_run(cfg: SuiteConfig, specs: list, out: Path, device) -> int:
     for s in specs:
         r = dict(s.recipe)
         who = f"teacher {s.arch}" if s.role == "teacher" else f"{s.teacher_arch}->{s.arch} {s.method}"
+        scaled = epoch_values(s.method, dict(s.method_params)) if s.role == "student" else ""
+        who += f" ({scaled})" if scaled else ""
         data = s.dataset + (f" IF {s.imbalance_factor:g}" if s.imbalance_factor else "")
         print(f"{status[s.run_id].replace('ok', 'done'):6s} {s.run_id}  {who}, {data}, {r['epochs']} ep x batch "
               f"{r['batch_size']}, lr {s.student_lr or r['lr']:g} {r['schedule']}"
@@ -440,7 +478,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .results import regenerate
 
-    text = regenerate(args.out)
+    text = regenerate(args.out, reference=not args.no_reference, log=lambda line: print(line, file=sys.stderr))
     if text is None:
         print(f"no run records in {args.out}/runs: run `python -m benchmark run` first", file=sys.stderr)
         return 1
@@ -458,6 +496,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         D.check_batch_sizes(cfg)
         device = D.local_device(cfg.device)
+        if D.is_main():
+            print_schedule_warnings(cfg)
         configure_backends(device, cfg.deterministic)
         opts = CheckOptions(out=args.out, reference=args.reference, update_reference=args.update_reference,
                             progress=not args.no_progress)
@@ -525,6 +565,18 @@ def harness_log():
     return logger.info
 
 
+def _disk_error(err: BaseException) -> Optional[str]:
+    """'No space left on device' (or quota, read-only file system) found in ``err``'s chain, as text; else None."""
+    import errno
+
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return f"{err.strerror}" + (f" writing {err.filename}" if err.filename else "")
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -552,6 +604,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RunInterrupted as err:
         print(f"\ninterrupted: {err} (finished runs are skipped)", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as err:  # a full disk mid-run: one line, not a traceback (writes are atomic)
+        disk = _disk_error(err)
+        if disk is None:
+            raise
+        print(f"error: {disk}; free space (or choose another --out) and rerun the same command to resume "
+              "(records and checkpoints already written are intact)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume (finished runs are skipped; the current run "
               "restarts from its last epoch checkpoint)", file=sys.stderr)

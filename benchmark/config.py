@@ -374,8 +374,9 @@ def apply_overrides(raw: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]
 
 
 def list_suites() -> List[str]:
-    """Names of the suites shipped in ``configs/``."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.endswith("_reference"))
+    """Names of the suites shipped in ``configs/`` (``published.yaml`` holds published numbers, not a suite)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.endswith("_reference")
+                  and p.stem != "published")
 
 
 def resolve_suite_path(suite: str) -> Path:
@@ -391,7 +392,7 @@ def resolve_suite_path(suite: str) -> Path:
         raise ConfigError(f"--suite {suite}: no such file; give a suite name ({', '.join(list_suites())}) or "
                           "an existing .yaml file")
     candidate = CONFIG_DIR / f"{suite}.yaml"
-    if candidate.exists():
+    if candidate.exists() and suite in list_suites():
         return candidate
     raise ConfigError(unknown_name("--suite", "suite", suite, list_suites()) + " (or a path to a .yaml file)")
 
@@ -444,6 +445,9 @@ def validate_suite(cfg: SuiteConfig, names: bool = True) -> None:
     for i, pair in enumerate(cfg.pairs):
         if pair.student_lr is not None:
             _interval_check(f"pairs[{i}].student_lr", pair.student_lr, 0, strict=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name) or ".." in cfg.name:  # it names files and folders
+        raise ConfigError(f"name: '{cfg.name}' may hold only letters, digits, '_', '-' and '.' (no '..'): it names "
+                          "configs/<name>_reference.json and results/reference/<name>/")
     if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", cfg.device):
         raise ConfigError(f"device: '{cfg.device}' is not one of auto, cpu, cuda, cuda:N")
     if names:

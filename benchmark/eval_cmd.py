@@ -281,7 +281,8 @@ def format_report(req: EvalRequest, result: Dict[str, Any], device: Any, per_cla
              f"{result['seconds']:.1f} s",
              "Accuracy in %. Shot groups from the TRAIN counts" + (f" at imbalance factor {imb:g}" if imb else "")
              + f" ({sum(counts):,} images, {max(counts)} down to {min(counts)} per class): {SHOT_RULE}; head / middle "
-               "/ tail are thirds of the classes by training frequency.", ""]
+               "/ tail rank the classes by training count: the first C // 3 head, the last C // 3 tail, the rest "
+               "middle.", ""]
     headers = ["model", "checkpoint", *[f"{m} ({sizes[m]} cls)" if m in sizes else m for m in METRICS]]
     row = [req.model, req.label or req.checkpoint.name, *[_pct(result[m]) for m in METRICS]]
     lines.append(tabulate([row], headers=headers, tablefmt="github", disable_numparse=True))
@@ -292,7 +293,9 @@ def format_report(req: EvalRequest, result: Dict[str, Any], device: Any, per_cla
     if req.split == "train":
         lines += ["", "Note: accuracy on the training split itself (not a held-out estimate)."]
     if per_class:
-        order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
+        from datasets.longtail import frequency_rank
+
+        order = frequency_rank(counts)  # the order the head / middle / tail groups are cut from
         table = [[c, counts[c], result["per_class_test_count"][c], _pct(result["per_class_acc"][c])] for c in order]
         lines += ["", tabulate(table, headers=["class", "train images", f"{req.split} images", "accuracy"],
                                tablefmt="github", disable_numparse=True)]

@@ -1,7 +1,7 @@
 """Evaluation: per-class accuracy, then overall / many / medium / few and head / middle / tail.
 
-Groups come from TRAIN class counts (strict rule: many > 100, medium 20..100, few < 20). Per-class
-accuracy is always kept so any other grouping can be computed from a run record later.
+Groups come from TRAIN class counts (strict rule: many > 100, medium 20..100, few < 20; head / middle / tail
+by ``datasets.longtail.frequency_groups``, the rule LTKD groups by). Per-class accuracy is always kept so any other grouping can be computed from a run record later.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from datasets.longtail import frequency_thirds, shot_groups
+from datasets.longtail import frequency_groups, shot_groups
 
 __all__ = ["per_class_counts", "summarize", "SHOT_GROUPS", "THIRDS", "GROUPS", "METRICS"]
 
 SHOT_GROUPS = ("many", "medium", "few")  # by TRAIN count: > 100, 20..100, < 20 images
-THIRDS = ("head", "middle", "tail")  # thirds of the classes by TRAIN frequency
+THIRDS = ("head", "middle", "tail")  # by TRAIN frequency rank: C // 3, the rest, C // 3 classes (frequency_groups)
 GROUPS = SHOT_GROUPS + THIRDS
 METRICS = ("overall",) + GROUPS  # every accuracy a record's ``final`` / ``best`` holds
 
@@ -50,7 +50,7 @@ def summarize(per_class_acc: Sequence[float], class_counts: Sequence[int],
         per_class_total = [1] * len(acc)
     n_test = sum(per_class_total)
     overall = sum(a * t for a, t in zip(acc, per_class_total)) / max(n_test, 1)
-    groups = {**shot_groups(class_counts), **frequency_thirds(class_counts)}
+    groups = {**shot_groups(class_counts), **frequency_groups(class_counts)}
     out: Dict[str, object] = {"overall": overall}
     sizes: Dict[str, int] = {}
     empty: List[str] = []

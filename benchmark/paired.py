@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .reference import results_dir_of
+
 __all__ = ["Interval", "PairedResult", "paired_bootstrap", "tail_classes", "load_predictions",
            "predictions_path", "compare_records", "N_RESAMPLES", "LEVEL"]
 
@@ -54,10 +56,11 @@ class PairedResult:
 
 
 def tail_classes(class_counts: Sequence[int]) -> List[int]:
-    """The tail third of the classes by TRAIN count, exactly as ``benchmark.evaluate`` reports ``tail``."""
-    from datasets.longtail import frequency_thirds
+    """The tail group of the classes by TRAIN count (``frequency_groups``), exactly as ``benchmark.evaluate``
+    reports ``tail``."""
+    from datasets.longtail import frequency_groups
 
-    return list(frequency_thirds(list(class_counts))["tail"])
+    return list(frequency_groups(list(class_counts))["tail"])
 
 
 def paired_bootstrap(pred_a: Mapping[Any, np.ndarray], pred_b: Mapping[Any, np.ndarray], target: np.ndarray,
@@ -165,21 +168,35 @@ class _PatternSampler:
         return drawn @ self.strata.values
 
 
+class StratifiedDraw:
+    """Test images redrawn with replacement within their class, as positions into the images sorted by class
+    (stable); shared by the paired bootstrap and the joint one of ``benchmark.ranks``."""
+
+    def __init__(self, counts: np.ndarray) -> None:
+        counts = np.asarray(counts)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.pos_start, self.pos_last = np.repeat(self.starts, counts), np.repeat(self.starts + counts - 1, counts)
+        self.pos_count = np.repeat(counts, counts).astype(np.float64)
+        self.chunk = max(1, _CHUNK_ELEMENTS // int(counts.sum()))  # resamples drawn at once
+
+    def __call__(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        """(m, images): ``m`` resamples of positions, each drawn uniformly within its own class's block."""
+        n = self.pos_count.shape[0]
+        return np.minimum(self.pos_start + (rng.random((m, n)) * self.pos_count).astype(np.int64), self.pos_last)
+
+
 class _ImageSampler:
     """Each image position redrawn within its own class: O(resamples x images), cheaper with many patterns."""
 
     def __init__(self, strata: _Strata) -> None:
-        counts = strata.counts
         self.sorted_diff = strata.diff[:, np.argsort(strata.class_of, kind="stable")]
-        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self.pos_start, self.pos_last = np.repeat(self.starts, counts), np.repeat(self.starts + counts - 1, counts)
-        self.pos_count = np.repeat(counts, counts).astype(np.float64)
-        self.chunk = max(1, _CHUNK_ELEMENTS // strata.n)
+        self.draw = StratifiedDraw(strata.counts)
+        self.starts, self.chunk = self.draw.starts, self.draw.chunk
 
     def __call__(self, rng: np.random.Generator, m: int) -> np.ndarray:
         """(m, classes, seeds): per-class sums of D in ``m`` resamples."""
-        n_seeds, n = self.sorted_diff.shape
-        idx = np.minimum(self.pos_start + (rng.random((m, n)) * self.pos_count).astype(np.int64), self.pos_last)
+        n_seeds = self.sorted_diff.shape[0]
+        idx = self.draw(rng, m)
         return np.stack([np.add.reduceat(self.sorted_diff[k][idx], self.starts, axis=1) for k in range(n_seeds)],
                         axis=-1).astype(np.float64)
 
@@ -197,9 +214,13 @@ def _mix_seeds(rng: np.random.Generator, sums: np.ndarray) -> np.ndarray:
     m, _, n_seeds = sums.shape
     if n_seeds == 1:
         return sums[..., 0]
+    return np.einsum("mcs,ms->mc", sums, seed_weights(rng, m, n_seeds))
+
+
+def seed_weights(rng: np.random.Generator, m: int, n_seeds: int) -> np.ndarray:
+    """(m, seeds): the seeds drawn with replacement, as each seed's share of the draw (rows sum to 1)."""
     picks = rng.integers(0, n_seeds, size=(m, n_seeds))
-    weights = np.stack([(picks == k).sum(axis=1) for k in range(n_seeds)], axis=1) / n_seeds
-    return np.einsum("mcs,ms->mc", sums, weights)
+    return np.stack([(picks == k).sum(axis=1) for k in range(n_seeds)], axis=1) / n_seeds
 
 
 def _bootstrap(strata: _Strata, sampler: Union[_PatternSampler, _ImageSampler], rng: np.random.Generator,
@@ -281,7 +302,7 @@ def _cached_predictions(out: Path, cache: Dict[str, Any], rec: Mapping[str, Any]
     """:func:`load_predictions` of a record's run, read once per ``cache`` (a report compares a run many times)."""
     rid = str(rec.get("run_id"))
     if rid not in cache:
-        cache[rid] = load_predictions(out, rid)
+        cache[rid] = load_predictions(results_dir_of(rec, out), rid)  # a reference row: its own folder
     return cache[rid]
 
 
@@ -316,8 +337,8 @@ def _file_key(out: Path, recs: Sequence[Mapping[str, Any]]) -> Optional[tuple]:
     key = []
     for rec in recs:
         try:
-            st = predictions_path(out, str(rec.get("run_id"))).stat()
+            st = predictions_path(results_dir_of(rec, out), str(rec.get("run_id"))).stat()
         except OSError:
             return None
-        key.append((str(Path(out).resolve()), rec.get("run_id"), rec.get("seed"), st.st_size, st.st_mtime_ns))
+        key.append((str(results_dir_of(rec, out).resolve()), rec.get("run_id"), rec.get("seed"), st.st_size, st.st_mtime_ns))
     return tuple(key)

@@ -45,8 +45,8 @@ def _series_names(part: Sequence["Row"]) -> Dict[str, str]:
     """Per row label, the name shown in plots: the method, plus the settings label where it repeats."""
     count: Dict[str, int] = {}
     for r in part:
-        count[r.name] = count.get(r.name, 0) + 1
-    return {r.label: r.name if count[r.name] == 1 else f"{r.name} [{r.label}]" for r in part}
+        count[r.display_name] = count.get(r.display_name, 0) + 1
+    return {r.label: r.display_name if count[r.display_name] == 1 else f"{r.display_name} [{r.label}]" for r in part}
 
 
 def row_styles(part: Sequence["Row"]) -> Dict[str, Dict[str, Any]]:

@@ -252,15 +252,42 @@ def write_plots(records: List[Dict[str, Any]], out: Path,
     return _plots(list(lb.sections(rows).values()), out, per_class_methods)
 
 
-def regenerate(out: os.PathLike | str) -> Optional[str]:
-    """Rebuild tables and plots from every record in ``out`` (under a lock: concurrent runs are safe)."""
+def regenerate(out: os.PathLike | str, reference: bool = False,
+               log: Optional[Callable[[str], None]] = None) -> Optional[str]:
+    """Rebuild tables, plots and ``leaderboard.html`` from every record in ``out`` (under a lock: concurrent runs
+    are safe); ``reference``: also rank the committed reference rows of the same settings (benchmark.reference)."""
+    from .html_report import write_html
+    from .reference import merge_records
+
     out = Path(out)
     store = RunStore(out)
     with file_lock(out / ".lock"):
         records = store.records()
+        if reference:
+            records, notes = merge_records(records, out)
+            for note in notes if log is not None else ():
+                log(f"note: {note}")
+        records = _verified(records, out, log)
         rows = lb.build_rows(records, _record_path(out))
         if not rows:
             return None
         text = _write_tables(rows, records, out)
         _plots(list(lb.sections(rows).values()), out)
+        write_html(rows, lb.compute_deltas(rows, out), records, out)
     return text
+
+
+def _verified(records: List[Dict[str, Any]], out: Path, log: Optional[Callable[[str], None]]) -> List[Dict[str, Any]]:
+    """``records`` checked against their stored predictions (benchmark.integrity): a record whose numbers or
+    checksum disagree is left out with one warning naming its file; one without predictions is marked unverified."""
+    from .integrity import verify_records
+
+    kept, refused, unverified = verify_records(records, out)
+    for line in refused:
+        if log is not None:
+            log(f"warning: {line}")
+        else:
+            warnings.warn(line, RuntimeWarning)
+    for line in unverified if log is not None else ():
+        log(f"note: {line}")
+    return kept

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,13 +25,16 @@ import torch
 import methods
 
 from .config import ConfigError, DatasetEntry, Pair, SuiteConfig, TrainRecipe, effective_method_params, method_names
+from .console import CellTable, short_names
 from .data import build_data
 from .device import effective_recipe
 from .distributed import barrier, broadcast, is_main
 from .evaluate import GROUPS
 from .fileio import atomic_savez, atomic_torch_save
+from .integrity import CHECKSUM_KEY, sha256_file
 from .models import create_model, feature_dim, map_shapes
 from .provenance import RESULTS_FAMILY, code_info, environment_info
+from .reference import COPIED_KEY, adopt_teacher
 from .results import RunStore, file_lock, regenerate
 from .train import RunInterrupted, StopRequest, Trainer, TrainResult
 
@@ -172,6 +176,7 @@ class RunOptions:
     retry_failed: bool = False  # retrain runs recorded as failed deterministically (non-finite loss, bad value)
     retrain_stale: bool = False  # retrain runs whose record came from other code (another fingerprint)
     keep_students: bool = True  # keep each student's final weights in <out>/checkpoints/students/
+    reference: bool = False  # reuse the suite's committed reference teachers and rank beside its rows (run's default)
     stop: StopRequest = field(default_factory=StopRequest)
     log: Callable[[str], None] = logging.getLogger("ltkd_bench").info
 
@@ -202,6 +207,7 @@ class GridRunner:
         self._data: Dict[tuple, tuple] = {}
         self._teachers: Dict[str, Outcome] = {}
         self._env: Optional[Dict[str, Any]] = None
+        self._names: Dict[str, str] = {}  # run id -> the short name the console shows
         self._code = code_info(cfg.plugins)
         self.roots = {e.name: e.root for e in cfg.datasets}
         self.entries = {e.name: e for e in cfg.datasets}
@@ -234,11 +240,16 @@ class GridRunner:
         if rec.get("status") == "ok":
             if spec.role == "teacher" and not self.store.teacher_weights(spec.run_id).exists():
                 return "todo", rec
-            stale = rec.get("code", {}).get("fingerprint") != self._code["fingerprint"]
+            stale = self._stale(rec)
             return ("todo" if stale and self.opts.retrain_stale else "done"), rec
         if rec.get("failure_kind") == _DETERMINISTIC and not self.opts.retry_failed:
             return "failed", rec
         return "todo", rec
+
+    def _stale(self, rec: Dict[str, Any]) -> bool:
+        """Recorded by other code (another fingerprint); a teacher copied from the committed reference is pinned by
+        its sha256 instead, so ``--retrain-stale`` keeps it (delete its record to train it here)."""
+        return rec.get("code", {}).get("fingerprint") != self._code["fingerprint"] and COPIED_KEY not in rec
 
     @contextlib.contextmanager
     def _locked(self, specs: Sequence[RunSpec]) -> Iterator[None]:
@@ -253,7 +264,7 @@ class GridRunner:
         if status == "failed":
             return Outcome(spec.run_id, spec.role, "failed", rec,
                            f"failed earlier ({rec.get('reason')}); --retry-failed retrains it")
-        stale = rec.get("code", {}).get("fingerprint") != self._code["fingerprint"]
+        stale = self._stale(rec)
         note = (f"recorded by other code (fingerprint {rec.get('code', {}).get('fingerprint', 'none')}, now "
                 f"{self._code['fingerprint']}); --retrain-stale retrains it") if stale else ""
         return Outcome(spec.run_id, spec.role, "skipped", rec, note)
@@ -263,6 +274,9 @@ class GridRunner:
         """The teacher's record: reused, or trained now as a cell of one (its lock serialises processes)."""
         if spec.run_id in self._teachers:
             return self._teachers[spec.run_id]
+        if self.opts.reference and is_main():  # the committed teacher of these exact settings, if it checks out
+            adopt_teacher(self.store, spec.run_id, self.cfg.name, self.log)
+        barrier()
         outcome = self._run_locked([spec], teacher=None)[0]
         self._teachers[spec.run_id] = outcome
         return outcome
@@ -286,9 +300,20 @@ class GridRunner:
             raise _CellFailed(f"its teacher {t_spec.run_id} failed: {reason}", (outcome.record or {}).get(
                 "failure_kind", _ERROR))
         model = self._model(spec.teacher_arch, train_data)
-        model.load_state_dict(torch.load(self.store.teacher_weights(t_spec.run_id), map_location="cpu",
-                                         weights_only=True))
+        model.load_state_dict(self._teacher_state(self.store.teacher_weights(t_spec.run_id)))
         return model
+
+    def _teacher_state(self, path: Path) -> Dict[str, Any]:
+        """A teacher's saved weights; an unreadable file (corrupt, foreign) is set aside, so a rerun retrains it."""
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            bad = path.with_name(path.name + ".unreadable")
+            if is_main():
+                os.replace(path, bad)
+            first = str(err).strip().splitlines()[0][:100] if str(err).strip() else ""
+            raise _CellFailed(f"the teacher weights {path.name} are unreadable ({type(err).__name__}: {first}); moved "
+                              f"to {bad.name}: rerun the same command to retrain the teacher", _ERROR) from None
 
     # ------------------------------------------------------------------ cells
     def run_cell(self, specs: Sequence[RunSpec]) -> List[Outcome]:
@@ -334,7 +359,7 @@ class GridRunner:
         outcomes = [self._outcome(spec, train_data, results.get(spec.run_id), failed.get(spec.run_id),
                                   students.get(spec.run_id), t0) for spec in specs]
         if is_main():
-            regenerate(self.out)
+            regenerate(self.out, reference=self.opts.reference)
         barrier()  # DDP: ranks go on only once records and weights are on disk
         return outcomes
 
@@ -350,8 +375,11 @@ class GridRunner:
         self.log(f"==> {label} on {first.dataset}" + (f" IF {first.imbalance_factor:g}" if first.imbalance_factor
                                                        else "") + f", {recipe.epochs} epochs, seed {first.seed}, "
                  f"{self.device}" + (f", {len(specs)} runs in lockstep" if len(specs) > 1 else ""))
+        names = short_names([s.run_id for s in specs], ["teacher" if s.role == "teacher" else s.method for s in specs])
+        self._names.update(names)
         trainer = Trainer(recipe, train_data, test_data, seed=first.seed, device=self.device, teacher=teacher,
-                          stop=self.opts.stop, desc=label, progress=self.opts.progress, log=self.log)
+                          stop=self.opts.stop, desc=label, progress=self.opts.progress, log=self.log,
+                          member_log=self._member_log, epoch_report=CellTable(names, recipe.epochs, self.log))
         return trainer, train_data
 
     def _outcome(self, spec: RunSpec, train_data: Any, result: Optional[TrainResult],
@@ -380,6 +408,14 @@ class GridRunner:
                                                f"{spec.dataset} seed {spec.seed} ({log_file.name})")
         return student
 
+    def _member_log(self, run_id: str, line: str) -> None:
+        """A student's own line (epoch, resume, failure) into its run log; the console shows the cell's table,
+        and a resume or a discarded checkpoint by method name (it changes what the rerun does)."""
+        if is_main():
+            self.store.append_log(run_id, line)
+            if line.startswith(("resuming ", "checkpoint ")):
+                self.log(f"  {self._names.get(run_id, run_id)}: {line.split(' (')[0]}")  # the file (a run id): log only
+
     def _finish(self, spec: RunSpec, train_data: Any, result: Optional[TrainResult], status: str,
                 reason: Optional[str], kind: Optional[str], t0: float,
                 student: Optional[torch.nn.Module] = None) -> Outcome:
@@ -389,6 +425,7 @@ class GridRunner:
             if result is not None and result.predictions is not None:
                 atomic_savez(self.store.predictions_path(spec.run_id), pred=result.predictions.astype("int32"),
                              target=result.targets.astype("int32"))
+                record[CHECKSUM_KEY] = sha256_file(self.store.predictions_path(spec.run_id))  # binds the numbers
             if student is not None and spec.role == "teacher":
                 atomic_torch_save(student.state_dict(), self.store.teacher_weights(spec.run_id))
             elif student is not None and self.opts.keep_students:
@@ -402,7 +439,8 @@ class GridRunner:
                 if f.get(g) is not None) + f" ({time.perf_counter() - t0:.0f}s)")
         else:
             line = f"<== {spec.run_id}: FAILED: {reason}"
-        self.log(line)
+            self.log(f"FAILED {spec.method if spec.role == 'student' else 'teacher'} (seed {spec.seed}): {reason} "
+                     f"(log: {self.store.log_path(spec.run_id)})")  # the console's one line; the full one in the log
         if is_main():
             self.store.append_log(spec.run_id, line)
         return Outcome(spec.run_id, spec.role, "trained" if status == "ok" else "failed", record)

@@ -171,9 +171,14 @@ class Trainer:
 
     def __init__(self, recipe: TrainRecipe, train_data: Any, test_data: Any, *, seed: int, device: torch.device,
                  teacher: Optional[nn.Module] = None, stop: Optional[StopRequest] = None, desc: str = "train",
-                 progress: bool = True, log: Callable[[str], None] = print) -> None:
+                 progress: bool = True, log: Callable[[str], None] = print,
+                 member_log: Optional[Callable[[str, str], None]] = None,
+                 epoch_report: Optional[Callable[[int, List[tuple], float], None]] = None) -> None:
         self.recipe, self.train_data, self.test_data = recipe, train_data, test_data
         self.seed, self.device, self.desc, self.progress, self.log = seed, device, desc, progress, log
+        # member_log(key, line): a student's own lines (its run log); epoch_report(epoch, [(key, row)], img/s): the
+        # console's table of an epoch. Without them every line goes to ``log`` prefixed by the student's key.
+        self.member_log, self.epoch_report = member_log, epoch_report
         self.stop = stop or StopRequest()
         self.rank, self.world = rank(), world_size()
         self.amp = amp_dtype(device, recipe.amp)
@@ -236,12 +241,19 @@ class Trainer:
         except Exception as err:  # any unreadable or foreign file: nothing in it can be trusted
             bad = m.checkpoint.with_name(m.checkpoint.name + ".unreadable")
             os.replace(m.checkpoint, bad)
-            self.log(f"[{m.key}] checkpoint {m.checkpoint.name} is unreadable ({type(err).__name__}: "
-                     f"{str(err).splitlines()[0] if str(err) else ''}); moved to {bad.name}, starting the run over")
+            self._say(m.key, f"checkpoint {m.checkpoint.name} is unreadable ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}); moved to {bad.name}, starting the run over")
             m.state = LoopState()
             return False
-        self.log(f"[{m.key}] resuming from epoch {m.state.epoch} step {m.state.step} ({m.checkpoint.name})")
+        self._say(m.key, f"resuming from epoch {m.state.epoch} step {m.state.step} ({m.checkpoint.name})")
         return True
+
+    def _say(self, key: str, line: str) -> None:
+        """A line about one student: to its own log when the caller gave one, else to ``log`` with its key."""
+        if self.member_log is not None:
+            self.member_log(key, line)
+        else:
+            self.log(f"[{key}] {line}")
 
     def _save(self, m: _Member) -> None:
         if m.checkpoint is None or self.rank != 0:
@@ -350,7 +362,7 @@ class Trainer:
                 raise
             except Exception as err:  # one broken method must not stop its cell: the run is recorded as failed
                 m.failure = f"{type(err).__name__}: {err}"
-                self.log(f"[{m.key}] FAILED at epoch {epoch}:\n{traceback.format_exc()}")
+                self._say(m.key, f"FAILED at epoch {epoch}:\n{traceback.format_exc()}")
 
     def _student_step(self, m: _Member, x: Tensor, y: Tensor, epoch: int, t_out: Optional[Outputs],
                       index: Optional[Tensor]) -> None:
@@ -384,9 +396,11 @@ class Trainer:
             if self.rank == 0:
                 if m.on_epoch is not None:
                     m.on_epoch(row)
-                self.log(f"[{m.key}] epoch {epoch}/{self.recipe.epochs} loss {row['loss']:.4f} train "
-                         f"{row['train_acc']:.1f}%" + (f" test {row['test_acc']:.2f}%" if "test_acc" in row else "")
-                         + f" lr {row['lr']:.4g} {ips:.0f} img/s")
+                self._say(m.key, f"epoch {epoch}/{self.recipe.epochs} loss {row['loss']:.4f} train "
+                          f"{row['train_acc']:.1f}%" + (f" test {row['test_acc']:.2f}%" if "test_acc" in row else "")
+                          + f" lr {row['lr']:.4g} {ips:.0f} img/s")
+        if self.rank == 0 and self.epoch_report is not None and live:
+            self.epoch_report(epoch, [(m.key, rows[m.key]) for m in live], ips)
 
     def _evaluate_if_due(self, live: List[_Member], rows: Dict[str, Dict[str, Any]], epoch: int) -> None:
         """Every ``eval_every`` epochs and at the last one: test accuracy into the rows, best and final."""
@@ -411,7 +425,7 @@ class Trainer:
         bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
         if bad:
             m.failure = f"non-finite loss at epoch {epoch} (" + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")"
-            self.log(f"[{m.key}] FAILED: {m.failure}")
+            self._say(m.key, f"FAILED: {m.failure}")
             return None
         return {"epoch": epoch, "lr": lr_at(self.recipe, epoch, m.student_lr),
                 "train_acc": 100.0 * sums["correct"].item() / (n_steps * self.batch), **stats}

@@ -48,8 +48,9 @@ def test_torchrun_two_processes_matches_single_process(tmp_path, write_suite, cl
     assert set(rec1) == set(rec2) and len(rec2) == 2  # same run_ids: the world size is not part of a run
     # rank 0 alone logs, writes records, teacher weights and leaderboards; each exactly once
     for run_id in rec2:
-        assert proc2.stdout.count(f"[{run_id}] epoch 1/{EPOCHS}") == 1, proc2.stdout
-        assert proc2.stdout.count(f"<== {run_id}") == 1, proc2.stdout
+        log = (ddp / "logs" / f"{run_id}.log").read_text()  # per-run lines live in the run's log
+        assert log.count(f"epoch 1/{EPOCHS} loss") == 1 and log.count(f"<== {run_id}") == 1, log
+    assert proc2.stdout.count(f"1/{EPOCHS} ") == 2, proc2.stdout  # one table block per cell (teacher, student)
     leftovers = [p.name for p in ddp.rglob("*") if p.name.endswith(".tmp") or p.suffix == ".pt" and
                  "teachers" not in p.parts and "students" not in p.parts]
     assert not leftovers, leftovers  # no half-written records, no stale checkpoints

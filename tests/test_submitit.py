@@ -91,7 +91,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path, write_suit
     while time.time() < deadline and pid is None:
         text = log.read_text() if log.exists() else ""
         m = re.search(r"task pid (\d+)", text)
-        if m and "epoch 1/6" in text:  # epoch 2 is under way
+        if m and re.search(r"\s1/6\s", text):  # the table's epoch-1 block: epoch 2 is under way
             pid = int(m.group(1))
         time.sleep(0.1)
     assert pid is not None, log.read_text() if log.exists() else "no log"
