@@ -2,13 +2,16 @@
 
 A reference is JSON committed beside its suite (``configs/<suite>_reference.json``)::
 
-    {"tolerance": pts or {metric: pts}, "metrics": ["overall", "tail"], "runs": {label: {metric: value}}}
+    {"metrics": ["overall", "tail"], "k": {metric: k}, "floor": {metric: pts}, "derivation": "how k, floor were
+     measured", "runs": {label/s<seed>: {metric: value}}, "seed_stats": {label: {metric: {mean, sd, n}}}}
 
 A label names a run by what it is (dataset, imbalance, pair, method, seed), not by its hash, so a run
-trained with another recipe is compared with the same row. ``run`` ends with one line per run (reproduced,
-or off by how much); ``check`` trains the suite into a fresh folder and exits 1 on any run below
-``reference - tolerance``. A reference that compares nothing (no runs, an unknown metric, no label in
-common with the suite) is refused.
+trained with another recipe is compared with the same row. Each run is judged against the reference's seed
+distribution (benchmark.verdict: exact / within ``k * sd + floor`` / OFF by so many sd, both ways); ``run``
+prints one line per run, ``check`` trains the suite into a fresh folder and exits 1 on any run (or any
+setting's mean over seeds) off the spread. Old references (one seed, a hand-set ``tolerance``) still load,
+judged by that tolerance and labelled hand-set. A reference that compares nothing (no runs, an unknown
+metric, no setting in common with the suite) is refused.
 """
 import json
 import tempfile
@@ -23,15 +26,17 @@ from .config import CONFIG_DIR, ConfigError, SuiteConfig
 from .errors import did_you_mean
 from .evaluate import METRICS
 from .fileio import atomic_write_text
+from .integrity import gate_records
 from .provenance import environment_info
 from .results import dataset_label
+from .reference import save_teachers
 from .runner import RunOptions, expand_grid, run_specs, summarize_outcomes
+from .verdict import EXACT, Verdict, judge_mean, judge_run, seed_stats, split_label
 
 __all__ = ["run_label", "load_reference", "reference_path", "compare", "reproduction_lines", "CheckOptions",
-           "run_check", "write_reference"]
+           "run_check", "write_reference", "Verdict", "verdicts", "mean_verdicts", "prepare_reference", "EXACT"]
 
 DEFAULT_METRICS = ("overall", "tail")
-EXACT = 0.005  # references keep 3 decimals: a smaller difference is the same number
 
 
 def run_label(rec: Dict[str, Any]) -> str:
@@ -54,104 +59,143 @@ def reference_path(cfg: SuiteConfig, explicit: Optional[Path] = None) -> Path:
 
 
 def load_reference(path: Path) -> Dict[str, Any]:
-    """Read and validate a reference: it must name runs and only known metrics."""
+    """Read and validate a reference (either format); return it with ``seed_stats``, ``k``, ``floor`` and
+    ``fallback_tolerance`` filled in. An old-format file (one seed, a hand-set ``tolerance``) loads as one seed
+    per setting judged by that tolerance, labelled hand-set."""
     try:
         ref = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: not a readable reference file ({err})") from None
     if not isinstance(ref, dict) or not isinstance(ref.get("runs"), dict) or not ref["runs"]:
         raise ConfigError(f"{path}: the reference lists no runs; write one with `python -m benchmark check "
-                          "--suite <suite> --update-reference`")
+                          "--suite <suite> --seeds 0 1 2 --update-reference`")
+    return prepare_reference(ref, path)
+
+
+def prepare_reference(ref: Dict[str, Any], path: Any = "reference") -> Dict[str, Any]:
+    """Validate a reference dict in place and fill what the old format lacks (seed statistics from its runs,
+    its ``tolerance`` as the hand-set ``fallback_tolerance``); a dict already prepared is returned as is."""
+    if ref.get("_prepared"):
+        return ref
     metrics = ref.setdefault("metrics", list(DEFAULT_METRICS))
-    tol = ref.setdefault("tolerance", 2.0)
-    for m in list(metrics) + (list(tol) if isinstance(tol, dict) else []):
-        if m not in METRICS:
-            raise ConfigError(f"{path}: unknown metric '{m}'.{did_you_mean(m, METRICS)} Metrics: {', '.join(METRICS)}")
+    _known_metrics(path, metrics)
+    ref["_prepared"] = True
+    if "seed_stats" not in ref:  # the old format: one seed, one hand-set tolerance
+        tol = ref.pop("tolerance", 2.0)
+        _known_metrics(path, list(tol) if isinstance(tol, dict) else [])
+        ref["fallback_tolerance"] = {m: float(tol.get(m, 2.0) if isinstance(tol, dict) else tol) for m in metrics}
+        ref["seed_stats"] = seed_stats(ref["runs"])
+        ref.setdefault("k", {})
+        ref.setdefault("floor", {})
+        ref["derivation"] = "old-format reference: one seed, hand-set tolerance"
+        return ref
+    _validate_rule(path, ref)
     return ref
 
 
-def _tolerances(reference: Dict[str, Any]) -> Dict[str, float]:
-    tol = reference.get("tolerance", 2.0)
-    return {m: float(tol.get(m, 2.0) if isinstance(tol, dict) else tol) for m in reference["metrics"]}
+def _known_metrics(path: Path, names: Sequence[str]) -> None:
+    for m in names:
+        if m not in METRICS:
+            raise ConfigError(f"{path}: unknown metric '{m}'.{did_you_mean(m, METRICS)} Metrics: {', '.join(METRICS)}")
+
+
+def _validate_rule(path: Path, ref: Dict[str, Any]) -> None:
+    """A seed-statistics reference needs k and floor (numbers >= 0) for every metric, and its derivation."""
+    for key in ("k", "floor"):
+        table = ref.get(key)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: '{key}' must map each metric to a number, e.g. {{\"overall\": 3}}")
+        _known_metrics(path, list(table))
+        for m in ref["metrics"]:
+            v = table.get(m)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"{path}: {key}.{m} must be a number >= 0, got {v!r}")
+    if not isinstance(ref.get("derivation"), str) or not ref["derivation"].strip():
+        raise ConfigError(f"{path}: 'derivation' must say how k and floor were measured")
+    ref.setdefault("fallback_tolerance", {})
+    _known_metrics(path, list(ref["fallback_tolerance"]))
+    for setting, stats in ref["seed_stats"].items():
+        for m, st in stats.items():
+            if not (isinstance(st, dict) and isinstance(st.get("mean"), (int, float)) and isinstance(st.get("n"), int)
+                    and st["n"] >= 1 and (st.get("sd") is None or st["sd"] >= 0)):
+                raise ConfigError(f"{path}: seed_stats.{setting}.{m} must be {{mean, sd (>= 0 or null), n (>= 1)}}, "
+                                  f"got {st!r}")
 
 
 def _matched(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    prepare_reference(reference)
     measured = {run_label(r): r for r in records}
-    if not set(measured) & set(reference["runs"]):
+    if not {split_label(lb)[0] for lb in measured} & set(reference["seed_stats"]):
         raise ConfigError("the reference shares no run with this suite: it compares nothing (labels like "
                           f"{next(iter(reference['runs']))}; measured {next(iter(measured), 'none')})")
     return measured
 
 
-def compare(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Tuple[List[str], List[str]]:
-    """(failures, notes): a failure per metric below ``reference - tolerance``, per missing or failed run."""
-    tols = _tolerances(reference)
+def verdicts(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> List[Verdict]:
+    """One Verdict per measured run, sorted by label: exact / within the seed spread / off / unjudged / failed /
+    new (see benchmark.verdict). Both ways: a number above the spread is off too."""
     measured = _matched(records, reference)
+    return [judge_run(label, measured[label], reference) for label in sorted(measured)]
+
+
+def mean_verdicts(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> List[Verdict]:
+    """Per setting trained with 2+ seeds: its mean over those seeds against the reference mean (``check``)."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for label, rec in sorted(_matched(records, reference).items()):
+        groups.setdefault(split_label(label)[0], []).append(rec)
+    out = [judge_mean(setting, recs, reference) for setting, recs in groups.items()]
+    return [v for v in out if v is not None]
+
+
+def compare(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """(failures, notes) of ``check``: a failure per run off the seed spread (either way), failed, or that the
+    reference cannot judge; per setting mean off; per reference setting no seed of which was measured."""
+    runs = verdicts(records, reference)
+    means = mean_verdicts(records, reference)
     failures: List[str] = []
     notes: List[str] = []
-    for label, ref in reference["runs"].items():
-        rec = measured.get(label)
-        if rec is None:
-            failures.append(f"{label}: no run was measured (reference expects one)")
-            continue
-        if rec.get("status") != "ok":
-            failures.append(f"{label}: run failed ({rec.get('reason')})")
-            continue
-        for m, tol in tols.items():
-            if ref.get(m) is None:
-                continue
-            got = rec["final"].get(m)
-            if got is None:
-                failures.append(f"{label}: {m} was not measured (reference {ref[m]:.2f})")
-            elif got < ref[m] - tol:
-                failures.append(f"{label}: {m} {got:.2f} < reference {ref[m]:.2f} - {tol:g}")
-            else:
-                notes.append(f"{label}: {m} {got:.2f} (reference {ref[m]:.2f}, {got - ref[m]:+.2f})")
-    for label in sorted(set(measured) - set(reference["runs"])):
-        notes.append(f"{label}: not in the reference (not checked)")
+    for v in runs + means:
+        (failures if v.is_off or v.kind == "unjudged" else notes).append(v.text.strip())
+    trained = {split_label(v.label)[0] for v in runs}
+    for setting in sorted(set(reference["seed_stats"]) - trained):
+        failures.append(f"{setting}: no run was measured (the reference expects one)")
     return failures, notes
 
 
 def reproduction_lines(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Tuple[List[str], int]:
-    """One verdict per measured run (reproduced exactly / within tolerance / off by how much) and how many
-    runs are off. Compares every metric the reference holds, both ways (a better number is also off)."""
-    tols = _tolerances(reference)
-    measured = _matched(records, reference)
-    lines, off = [], 0
-    for label in sorted(measured):
-        rec, ref = measured[label], reference["runs"].get(label)
-        if ref is None:
-            lines.append(f"  new        {label}: not in the reference")
-            continue
-        if rec.get("status") != "ok":
-            lines.append(f"  FAILED     {label}: {rec.get('reason')}")
-            off += 1
-            continue
-        diffs = {m: rec["final"][m] - v for m, v in ref.items()
-                 if v is not None and rec["final"].get(m) is not None}
-        worst = max((abs(d) for d in diffs.values()), default=0.0)
-        beyond = {m: d for m, d in diffs.items() if abs(d) > tols.get(m, max(tols.values()))}
-        text = ", ".join(f"{m} {rec['final'][m]:.2f} ({d:+.2f})" for m, d in diffs.items() if abs(d) >= EXACT)
-        if worst < EXACT:
-            lines.append(f"  reproduced {label}: exactly")
-        elif not beyond:
-            lines.append(f"  within     {label}: {text} (tolerance {', '.join(f'{m} {t:g}' for m, t in tols.items())})")
-        else:
-            off += 1
-            lines.append(f"  OFF        {label}: {text}")
-    return lines, off
+    """One verdict line per measured run and how many runs are off (or failed): ``verdicts`` as text."""
+    vs = verdicts(records, reference)
+    return [v.text for v in vs], sum(v.is_off for v in vs)
+
+
+def _reference_rule(old: Dict[str, Any], metrics: Sequence[str]) -> Dict[str, Any]:
+    """k, floor and derivation kept from an existing reference; for a new one, k 3 and floor 0, said unmeasured."""
+    if "k" in old and "floor" in old and old.get("derivation"):
+        rule = {key: old[key] for key in ("k", "floor", "derivation")}
+    else:
+        rule = {"k": {m: 3.0 for m in metrics}, "floor": {m: 0.0 for m in metrics},
+                "derivation": "NOT MEASURED: k 3 (a normal draw lies within 3 sd 99.7% of the time) and floor 0 are "
+                              "defaults; measure the spread across seeds and thread counts and set k and floor"}
+    tol = old.get("fallback_tolerance", old.get("tolerance"))
+    if tol:
+        rule["fallback_tolerance"] = ({m: float(v) for m, v in tol.items()} if isinstance(tol, dict)
+                                      else {m: float(tol) for m in metrics})
+    return rule
 
 
 def write_reference(path: Path, records: Sequence[Dict[str, Any]], cfg: SuiteConfig, device: torch.device) -> int:
-    """Write the records' final numbers as the suite's reference (keeping its tolerance and metrics)."""
+    """Write the records' final numbers per seed and their per-setting seed statistics (mean, sd, n) as the
+    suite's reference, keeping an existing file's metrics, k, floor, derivation and hand-set fallback."""
     old = json.loads(Path(path).read_text()) if Path(path).exists() else {}
-    ref = {"suite": cfg.name, "tolerance": old.get("tolerance", 2.0),
-           "metrics": old.get("metrics", list(DEFAULT_METRICS)), "measured_on": environment_info(device),
-           "runs": {run_label(r): {m: None if r["final"].get(m) is None else round(r["final"][m], 3)
-                                   for m in METRICS}
-                    for r in sorted(records, key=run_label) if r.get("status") == "ok"}}
+    metrics = old.get("metrics", list(DEFAULT_METRICS))
+    ok = sorted((r for r in records if r.get("status") == "ok"), key=run_label)
+    runs = {run_label(r): {m: None if r["final"].get(m) is None else round(r["final"][m], 3) for m in METRICS}
+            for r in ok}
+    ref = {"suite": cfg.name, "format": 2, "metrics": metrics, **_reference_rule(old, metrics),
+           "seeds": sorted({r["seed"] for r in ok}), "measured_on": environment_info(device),
+           "seed_stats": seed_stats(runs), "runs": runs}
     atomic_write_text(path, json.dumps(ref, indent=1) + "\n")
-    return len(ref["runs"])
+    return len(runs)
 
 
 @dataclass
@@ -182,10 +226,15 @@ def run_check(cfg: SuiteConfig, opts: CheckOptions, device: torch.device, log: C
         if not D.is_main():
             return 0  # rank 0 compares and reports
         log(summarize_outcomes(outcomes)[0])
-        records = [o.record for o in outcomes if o.record is not None]
+        records, refused = gate_records([o.record for o in outcomes if o.record is not None], Path(out))
+        if refused:  # a number the predictions contradict (or cannot back) is neither judged nor written
+            for line in refused:
+                log(f"error: {line}")
+            return 2
         if opts.update_reference:
             n = write_reference(ref_path, records, cfg, device)
             log(f"wrote reference {ref_path} ({n} runs)")
+            save_teachers(Path(out), log)  # <out>/teachers/<run_id>.pt + SHA256SUMS: `run` reuses them
             return 0
         failures, notes = compare(records, reference)
         for line in notes:
@@ -195,7 +244,7 @@ def run_check(cfg: SuiteConfig, opts: CheckOptions, device: torch.device, log: C
         if failures:
             log(f"check FAILED: {len(failures)} regression(s) against {ref_path.name}")
             return 1
-        log(f"check passed: {len(reference['runs'])} runs within tolerance of {ref_path.name}")
+        log(f"check passed: {len(notes)} verdicts within the seed spread of {ref_path.name} (both ways)")
         return 0
     finally:
         if tmp is not None:

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from benchmark.check import compare, run_label
+from benchmark.check import compare, load_reference, run_label
 from benchmark.config import CONFIG_DIR, load_suite
 
 @pytest.mark.slow
@@ -23,27 +23,46 @@ def test_same_seed_same_numbers(tmp_path, write_suite):
 
 
 def test_compare_names_regressions():
+    """An old-format reference (one seed, a hand-set tolerance): both ways, and a setting never measured."""
     rec = {"run_id": "x", "status": "ok", "role": "student", "dataset": "fmnist-lt", "imbalance_factor": 100,
            "teacher_arch": "t", "student_arch": "s", "method": "kd", "seed": 0,
            "final": {"overall": 50.0, "tail": 10.0}}
     label = run_label(rec)
     assert label == "fmnist-lt_if100/t->s/kd/s0"
-    ref = {"tolerance": 2.0, "metrics": ["overall", "tail"], "runs": {label: {"overall": 51.0, "tail": 13.0},
+    raw = {"tolerance": 2.0, "metrics": ["overall", "tail"], "runs": {label: {"overall": 51.0, "tail": 13.0},
                                                                       "missing/run": {"overall": 1.0}}}
-    failures, notes = compare([rec], ref)
-    assert any("tail 10.00 < reference 13.00 - 2" in f for f in failures)
+    failures, notes = compare([rec], _loaded(raw))
+    assert any("tail 10.00 (reference 13.00, -3.00, limit 2.00 OFF)" in f for f in failures)
     assert any(f.startswith("missing/run: no run was measured") for f in failures)
-    assert any("overall 50.00" in n for n in notes)
-    assert not any("overall" in f and label in f for f in failures)
-    # per-metric tolerances: tail may move more than overall
-    ref["tolerance"] = {"overall": 0.5, "tail": 4.0}
-    failures, _ = compare([rec], ref)
-    assert any(f"{label}: overall 50.00 < reference 51.00 - 0.5" == f for f in failures)
-    assert not any("tail" in f for f in failures)
+    assert not any("overall 50.00 (reference 51.00, -1.00, limit 2.00 OFF)" in f for f in failures)
+    # per-metric tolerances: tail may move more than overall; a better number is off too
+    raw["tolerance"] = {"overall": 0.5, "tail": 4.0}
+    failures, _ = compare([rec], _loaded(raw))
+    assert any("overall 50.00 (reference 51.00, -1.00, limit 0.50 OFF)" in f for f in failures)
+    assert not any("tail 10.00 (reference 13.00, -3.00, limit 4.00 OFF)" in f for f in failures)
+    rec["final"]["tail"] = 17.5
+    failures, _ = compare([rec], _loaded(raw))
+    assert any("tail 17.50 (reference 13.00, +4.50, limit 4.00 OFF)" in f for f in failures)
+
+
+def _loaded(raw):
+    """``raw`` through load_reference (which fills in the seed statistics an old-format file lacks)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ref.json"
+        path.write_text(json.dumps(raw))
+        return load_reference(path)
 
 
 def test_committed_ci_reference_matches_the_ci_grid():
     cfg = load_suite("ci")
-    ref = json.loads((CONFIG_DIR / "ci_reference.json").read_text())
-    assert ref["suite"] == "ci" and set(ref["tolerance"]) == set(ref["metrics"]) == {"overall", "tail"}
-    assert len(ref["runs"]) == 1 + len(cfg.methods)  # the teacher + every method
+    ref = load_reference(CONFIG_DIR / "ci_reference.json")
+    assert ref["suite"] == "ci" and set(ref["k"]) == set(ref["floor"]) == set(ref["metrics"]) == {"overall", "tail"}
+    assert len(ref["seed_stats"]) == 1 + len(cfg.methods)  # the teacher + every method
+    assert set(cfg.seeds) <= set(ref["seeds"]) and len(ref["seeds"]) >= 3  # a measured spread for every setting
+    assert len(ref["runs"]) == len(ref["seeds"]) * (1 + len(cfg.methods))
+    assert all(st[m]["n"] == len(ref["seeds"]) and st[m]["sd"] is not None
+               for st in ref["seed_stats"].values() for m in ref["metrics"])
+    assert "seed_spread.py" in ref["derivation"]  # says how k and floor were measured

@@ -1,0 +1,81 @@
+"""The CI gate's mutation list (scripts/gate_mutations.json) stays honest: every mutation applies to the
+current tree exactly once, and scripts/gate_power.py refuses one that does not. The measurement itself
+(`python scripts/gate_power.py`, ~45 min) is documented in docs/testing.md, "CI gate"."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gp():
+    spec = importlib.util.spec_from_file_location("gate_power", ROOT / "scripts" / "gate_power.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_mutation_applies_exactly_once_to_the_current_tree(gp):
+    mutations = gp.load_mutations()
+    assert len(mutations) >= 10
+    assert [gp.problem(m) for m in mutations] == [None] * len(mutations)
+
+
+def test_the_list_covers_the_regressions_the_issue_names(gp):
+    names = {m.name for m in gp.load_mutations()}
+    assert {"kd_sign_flipped", "dkd_no_nckd", "kd_no_t_squared", "krdistill_class_weight_1", "kd_temperature_halved",
+            "la_kd_adjustment_halved", "constant_lr", "balanced_data", "teacher_train_mode",
+            "krdistill_ce_dropped"} <= names
+
+
+def test_apply_patches_a_copy(gp, tmp_path):
+    (tmp_path / "m.py").write_text("a = 1\nb = 2\n")
+    gp.apply(gp.Mutation("x", "m.py", "b = 2", "b = 3", "b"), tmp_path)
+    assert (tmp_path / "m.py").read_text() == "a = 1\nb = 3\n"
+
+
+def test_apply_refuses_an_old_text_found_twice(gp, tmp_path):
+    (tmp_path / "m.py").write_text("b = 2\nb = 2\n")
+    with pytest.raises(ValueError, match="x: the old text occurs 2 times in m.py, not exactly once"):
+        gp.apply(gp.Mutation("x", "m.py", "b = 2", "b = 3", "b"), tmp_path)
+    assert (tmp_path / "m.py").read_text() == "b = 2\nb = 2\n"
+
+
+def test_apply_refuses_an_old_text_not_found(gp, tmp_path):
+    (tmp_path / "m.py").write_text("a = 1\n")
+    with pytest.raises(ValueError, match="occurs 0 times"):
+        gp.apply(gp.Mutation("x", "m.py", "b = 2", "b = 3", "b"), tmp_path)
+
+
+def test_apply_refuses_a_missing_file(gp, tmp_path):
+    with pytest.raises(ValueError, match="x: gone.py does not exist"):
+        gp.apply(gp.Mutation("x", "gone.py", "b = 2", "b = 3", "b"), tmp_path)
+
+
+def test_load_mutations_refuses_an_incomplete_entry(gp, tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"mutations": [{"name": "x", "file": "m.py", "old": "a", "new": "b"}]}))
+    with pytest.raises(ValueError, match="mutation 0 lacks breaks"):
+        gp.load_mutations(path)
+
+
+def test_load_mutations_refuses_duplicate_names(gp, tmp_path):
+    m = {"name": "x", "file": "m.py", "old": "a", "new": "b", "breaks": "c"}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"mutations": [m, m]}))
+    with pytest.raises(ValueError, match="duplicate mutation names x"):
+        gp.load_mutations(path)
+
+
+def test_copy_tree_copies_the_source_and_not_results(gp, tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "a.py").write_text("x")
+    (src / "results").mkdir()
+    (src / "results" / "big.pt").write_text("y")
+    gp.copy_tree(tmp_path / "dst", src)
+    assert (tmp_path / "dst" / "pkg" / "a.py").read_text() == "x"
+    assert not (tmp_path / "dst" / "results").exists()

@@ -1,0 +1,226 @@
+"""The seed-aware reproduction verdict (benchmark.verdict via benchmark.check) on hand-made reference files:
+exact, within the seed spread, OFF in seed-sd units, both ways, a one-seed reference that cannot judge, the
+old format's hand-set tolerance, and write_reference's seed statistics against numbers computed by hand."""
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from benchmark.check import compare, load_reference, reproduction_lines, verdicts, write_reference
+from benchmark.config import ConfigError
+
+SETTING = "fmnist-lt_if100/t->s/kd"
+
+
+def rec(seed, overall, tail, method="kd", status="ok"):
+    """A minimal student run record with final overall/tail accuracies."""
+    return {"run_id": f"{method}{seed}", "status": status, "role": "student", "dataset": "fmnist-lt",
+            "imbalance_factor": 100, "teacher_arch": "t", "student_arch": "s", "method": method, "seed": seed,
+            "final": {"overall": overall, "tail": tail}, "reason": "non-finite loss"}
+
+
+def three_seed_reference(tmp_path, **extra):
+    """kd at seeds 0, 1, 2: overall 50, 52, 54 (mean 52, sd 2), tail 10, 14, 18 (mean 14, sd 4)."""
+    ref = {"format": 2, "metrics": ["overall", "tail"], "k": {"overall": 2, "tail": 1},
+           "floor": {"overall": 0.5, "tail": 1}, "derivation": "hand-made for a test",
+           "runs": {f"{SETTING}/s0": {"overall": 50.0, "tail": 10.0}, f"{SETTING}/s1": {"overall": 52.0, "tail": 14.0},
+                    f"{SETTING}/s2": {"overall": 54.0, "tail": 18.0}},
+           "seed_stats": {SETTING: {"overall": {"mean": 52.0, "sd": 2.0, "n": 3},
+                                    "tail": {"mean": 14.0, "sd": 4.0, "n": 3}}}}
+    ref.update(extra)
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps(ref))
+    return load_reference(path)
+
+
+def test_bit_identical_run_of_the_same_seed_is_exact(tmp_path):
+    (v,) = verdicts([rec(1, 52.0, 14.0)], three_seed_reference(tmp_path))
+    assert (v.kind, v.seed) == ("exact", 1)
+    assert "exactly" in v.text and "seed 1" in v.text
+
+
+def test_the_same_numbers_under_another_seed_are_not_exact(tmp_path):
+    (v,) = verdicts([rec(0, 52.0, 14.0)], three_seed_reference(tmp_path))
+    assert v.kind == "within"  # seed 0's reference run is 50 / 10
+
+
+def test_within_the_seed_spread_states_the_rule(tmp_path):
+    (v,) = verdicts([rec(0, 53.0, 17.0)], three_seed_reference(tmp_path))  # +1 (0.5 sd) and +3 (0.75 sd)
+    assert v.kind == "within" and v.seed == 0
+    assert v.values == {"overall": 53.0, "tail": 17.0}
+    assert v.distance == pytest.approx(0.75)
+    assert "seed 0" in v.text and "|x - mean| <= k * sd + floor" in v.text
+    assert "overall: k 2, floor 0.5" in v.text and "tail: k 1, floor 1" in v.text
+
+
+def test_off_says_by_how_much_in_seed_sd_units(tmp_path):
+    (v,) = verdicts([rec(2, 42.0, 14.0)], three_seed_reference(tmp_path))  # 10 below: 5 sd, limit 2*2+0.5
+    assert v.kind == "off" and v.is_off and v.distance == pytest.approx(5.0)
+    assert "overall 42.00 (mean 52.00, -10.00 = 5.0 sd, limit 4.50 OFF)" in v.text
+    lines, n_off = reproduction_lines([rec(2, 42.0, 14.0)], three_seed_reference(tmp_path))
+    assert n_off == 1 and lines[0].lstrip().startswith("OFF")
+
+
+def test_the_floor_is_part_of_the_limit(tmp_path):
+    ref = three_seed_reference(tmp_path)
+    assert verdicts([rec(0, 56.5, 14.0)], ref)[0].kind == "within"  # 4.5 = 2 * 2 + 0.5
+    assert verdicts([rec(0, 56.6, 14.0)], ref)[0].kind == "off"
+
+
+def test_a_jump_up_beyond_the_spread_is_off_and_fails_check(tmp_path):
+    ref = three_seed_reference(tmp_path)
+    (v,) = verdicts([rec(0, 52.0, 30.0)], ref)  # tail +16 = 4 sd, limit 1 * 4 + 1 = 5
+    assert v.kind == "off" and v.distance == pytest.approx(4.0)
+    failures, _ = compare([rec(0, 52.0, 30.0)], ref)
+    assert len(failures) == 1 and "tail 30.00 (mean 14.00, +16.00 = 4.0 sd, limit 5.00 OFF)" in failures[0]
+
+
+def test_check_passes_runs_within_the_spread(tmp_path):
+    failures, notes = compare([rec(0, 53.0, 12.0), rec(1, 52.0, 14.0)], three_seed_reference(tmp_path))
+    assert failures == [] and len(notes) == 3  # two runs and their mean
+
+
+def test_check_catches_a_shift_of_the_mean_each_seed_hides(tmp_path):
+    """Each seed 4 points up is within 2 sd + 0.5 = 4.5; their mean is beyond 2 * 2 * sqrt(1/3 + 1/3) + 0.5."""
+    recs = [rec(s, 56.0, 14.0) for s in (0, 1, 2)]
+    ref = three_seed_reference(tmp_path)
+    assert [v.kind for v in verdicts(recs, ref)] == ["within"] * 3
+    failures, _ = compare(recs, ref)
+    assert len(failures) == 1 and failures[0].startswith(f"OFF        {SETTING}/mean3")
+    assert "limit 3.77" in failures[0]
+
+
+def test_check_names_a_failed_run_and_a_setting_never_measured(tmp_path):
+    stats = {SETTING: {"overall": {"mean": 52.0, "sd": 2.0, "n": 3}},
+             "fmnist-lt_if100/t->s/dkd": {"overall": {"mean": 60.0, "sd": 1.0, "n": 3}}}
+    ref = three_seed_reference(tmp_path, seed_stats=stats)
+    failures, _ = compare([rec(0, 0.0, 0.0, status="failed")], ref)
+    assert any("FAILED" in f and "non-finite loss" in f for f in failures)
+    assert "fmnist-lt_if100/t->s/dkd: no run was measured (the reference expects one)" in failures
+
+
+def test_a_setting_the_reference_lacks_is_new(tmp_path):
+    vs = verdicts([rec(0, 50.0, 10.0), rec(0, 40.0, 5.0, method="ce")], three_seed_reference(tmp_path))
+    assert [v.kind for v in vs] == ["new", "exact"]
+
+
+def test_a_one_seed_reference_cannot_judge_the_spread(tmp_path):
+    one = {"overall": {"mean": 50.0, "sd": None, "n": 1}, "tail": {"mean": 10.0, "sd": None, "n": 1}}
+    ref = three_seed_reference(tmp_path, runs={f"{SETTING}/s0": {"overall": 50.0, "tail": 10.0}},
+                               seed_stats={SETTING: one})
+    assert verdicts([rec(0, 50.0, 10.0)], ref)[0].kind == "exact"
+    (v,) = verdicts([rec(0, 50.5, 10.0)], ref)
+    assert v.kind == "unjudged" and v.distance is None
+    assert "cannot judge the seed spread" in v.text
+    failures, _ = compare([rec(0, 50.5, 10.0)], ref)
+    assert len(failures) == 1 and "cannot judge" in failures[0]
+
+
+def test_a_one_seed_reference_with_a_hand_set_fallback_says_so(tmp_path):
+    one = {"overall": {"mean": 50.0, "sd": None, "n": 1}, "tail": {"mean": 10.0, "sd": None, "n": 1}}
+    ref = three_seed_reference(tmp_path, runs={f"{SETTING}/s0": {"overall": 50.0, "tail": 10.0}},
+                               seed_stats={SETTING: one}, fallback_tolerance={"overall": 3, "tail": 12})
+    (v,) = verdicts([rec(0, 52.0, 10.0)], ref)
+    assert v.kind == "within" and "HAND-SET tolerance overall ±3, tail ±12 (not measured)" in v.text
+    assert verdicts([rec(0, 46.0, 10.0)], ref)[0].kind == "off"
+
+
+OLD_FORMAT = {"suite": "quick", "tolerance": {"overall": 3.0, "tail": 12.0}, "metrics": ["overall", "tail"],
+              "measured_on": {"device": "cpu", "threads": 2},
+              "runs": {f"{SETTING}/s0": {"overall": 45.91, "many": 56.913, "medium": 1.9, "few": None,
+                                         "head": 86.9, "middle": 35.9, "tail": 1.267}}}
+
+
+def test_an_old_format_reference_loads_as_one_seed_with_a_labelled_hand_set_tolerance(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(OLD_FORMAT))
+    ref = load_reference(path)
+    assert ref["fallback_tolerance"] == {"overall": 3.0, "tail": 12.0}
+    assert ref["seed_stats"][SETTING]["overall"] == {"mean": 45.91, "sd": None, "n": 1}
+    same = rec(0, 45.91, 1.267)
+    same["final"].update(many=56.913, medium=1.9, few=None, head=86.9, middle=35.9)
+    assert verdicts([same], ref)[0].kind == "exact"  # every stored metric, not only the judged ones
+    assert verdicts([rec(0, 45.91, 1.267)], ref)[0].kind == "within"
+    (v,) = verdicts([rec(0, 47.0, 9.0)], ref)
+    assert v.kind == "within" and "HAND-SET" in v.text
+    assert verdicts([rec(0, 49.0, 1.267)], ref)[0].kind == "off"  # +3.09 > 3, and upward
+
+
+def test_an_old_format_scalar_tolerance_applies_to_every_metric(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(dict(OLD_FORMAT, tolerance=2.0)))
+    assert load_reference(path)["fallback_tolerance"] == {"overall": 2.0, "tail": 2.0}
+
+
+def test_a_reference_without_k_for_a_metric_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"k.tail must be a number >= 0, got None"):
+        three_seed_reference(tmp_path, k={"overall": 2})
+
+
+def test_a_reference_without_a_derivation_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="'derivation' must say how k and floor were measured"):
+        three_seed_reference(tmp_path, derivation="")
+
+
+def test_a_reference_with_a_negative_sd_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"seed_stats.*overall must be \{mean, sd"):
+        three_seed_reference(tmp_path, seed_stats={SETTING: {"overall": {"mean": 1.0, "sd": -1.0, "n": 3}}})
+
+
+def test_a_reference_with_an_unknown_k_metric_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown metric 'tial'. Did you mean tail\\?"):
+        three_seed_reference(tmp_path, k={"overall": 2, "tail": 1, "tial": 1})
+
+
+def _teacher(seed, overall):
+    return {"run_id": f"t{seed}", "status": "ok", "role": "teacher", "dataset": "fmnist-lt", "imbalance_factor": 100,
+            "arch": "t", "seed": seed, "final": {"overall": overall, "tail": 0.0}}
+
+
+def test_write_reference_stores_each_seed_and_the_seed_statistics(tmp_path):
+    """overall 50, 53, 59: mean 54, sd sqrt((16 + 1 + 25) / 2) = sqrt(21) = 4.583; tail 10 x 3: sd 0."""
+    path = tmp_path / "ci_reference.json"
+    recs = [rec(0, 50.0, 10.0), rec(1, 53.0, 10.0), rec(2, 59.0, 10.0), _teacher(0, 70.0),
+            rec(3, 1.0, 1.0, status="failed")]
+    assert write_reference(path, recs, SimpleNamespace(name="ci"), torch.device("cpu")) == 4
+    raw = json.loads(path.read_text())
+    assert raw["seeds"] == [0, 1, 2] and f"{SETTING}/s3" not in raw["runs"]
+    assert raw["runs"][f"{SETTING}/s2"]["overall"] == 59.0
+    assert raw["seed_stats"][SETTING]["overall"] == {"mean": 54.0, "sd": 4.583, "n": 3}
+    assert raw["seed_stats"][SETTING]["tail"] == {"mean": 10.0, "sd": 0.0, "n": 3}
+    assert raw["seed_stats"]["fmnist-lt_if100/t/teacher"]["overall"] == {"mean": 70.0, "sd": None, "n": 1}
+    assert "NOT MEASURED" in raw["derivation"]  # a fresh file says its k and floor are defaults
+    ref = load_reference(path)
+    assert verdicts([rec(1, 53.0, 10.0)], ref)[0].kind == "exact"
+
+
+def test_write_reference_keeps_k_floor_derivation_and_the_hand_set_fallback(tmp_path):
+    path = tmp_path / "ci_reference.json"
+    path.write_text(json.dumps({"metrics": ["overall", "head"], "k": {"overall": 4, "head": 5},
+                                "floor": {"overall": 1, "head": 2}, "derivation": "measured on seeds 0-4",
+                                "fallback_tolerance": {"overall": 3}, "runs": {}}))
+    write_reference(path, [rec(0, 50.0, 10.0), rec(1, 52.0, 12.0)], SimpleNamespace(name="ci"), torch.device("cpu"))
+    raw = json.loads(path.read_text())
+    assert (raw["metrics"], raw["k"], raw["floor"]) == (["overall", "head"], {"overall": 4, "head": 5},
+                                                        {"overall": 1, "head": 2})
+    assert raw["derivation"] == "measured on seeds 0-4" and raw["fallback_tolerance"] == {"overall": 3.0}
+
+
+def test_write_reference_over_an_old_format_file_keeps_its_tolerance_as_the_fallback(tmp_path):
+    path = tmp_path / "quick_reference.json"
+    path.write_text(json.dumps(OLD_FORMAT))
+    write_reference(path, [rec(0, 50.0, 10.0)], SimpleNamespace(name="quick"), torch.device("cpu"))
+    ref = load_reference(path)
+    assert ref["fallback_tolerance"] == {"overall": 3.0, "tail": 12.0} and ref["format"] == 2
+    assert "HAND-SET" in verdicts([rec(0, 51.0, 10.0)], ref)[0].text
+
+
+def test_check_takes_seeds_from_the_command_line():
+    from benchmark.cli import _apply_selection, make_parser
+    from benchmark.config import load_suite
+
+    args = make_parser().parse_args(["check", "--suite", "ci", "--seeds", "0", "1", "2", "3"])
+    cfg = load_suite("ci", [], validate=False)
+    _apply_selection(cfg, args)
+    assert cfg.seeds == [0, 1, 2, 3]
