@@ -31,12 +31,13 @@ from .provenance import environment_info
 from .results import dataset_label
 from .reference import save_teachers
 from .runner import RunOptions, expand_grid, run_specs, summarize_outcomes
-from .verdict import EXACT, Verdict, judge_mean, judge_run, seed_stats, split_label
+from .verdict import EXACT, TRAIN_LOSS, Verdict, gate_values, judge_mean, judge_run, seed_stats, split_label
 
 __all__ = ["run_label", "load_reference", "reference_path", "compare", "reproduction_lines", "CheckOptions",
            "run_check", "write_reference", "Verdict", "verdicts", "mean_verdicts", "prepare_reference", "EXACT"]
 
 DEFAULT_METRICS = ("overall", "tail")
+GATE_METRICS = METRICS + (TRAIN_LOSS,)  # what a reference may judge: accuracies and the last epoch's training loss
 
 
 def run_label(rec: Dict[str, Any]) -> str:
@@ -95,8 +96,9 @@ def prepare_reference(ref: Dict[str, Any], path: Any = "reference") -> Dict[str,
 
 def _known_metrics(path: Path, names: Sequence[str]) -> None:
     for m in names:
-        if m not in METRICS:
-            raise ConfigError(f"{path}: unknown metric '{m}'.{did_you_mean(m, METRICS)} Metrics: {', '.join(METRICS)}")
+        if m not in GATE_METRICS:
+            raise ConfigError(f"{path}: unknown metric '{m}'.{did_you_mean(m, GATE_METRICS)} Metrics: "
+                              f"{', '.join(GATE_METRICS)}")
 
 
 def _validate_rule(path: Path, ref: Dict[str, Any]) -> None:
@@ -189,8 +191,8 @@ def write_reference(path: Path, records: Sequence[Dict[str, Any]], cfg: SuiteCon
     old = json.loads(Path(path).read_text()) if Path(path).exists() else {}
     metrics = old.get("metrics", list(DEFAULT_METRICS))
     ok = sorted((r for r in records if r.get("status") == "ok"), key=run_label)
-    runs = {run_label(r): {m: None if r["final"].get(m) is None else round(r["final"][m], 3) for m in METRICS}
-            for r in ok}
+    runs = {run_label(r): {m: None if v.get(m) is None else round(v[m], 3) for m in GATE_METRICS}
+            for r, v in ((r, gate_values(r)) for r in ok)}
     ref = {"suite": cfg.name, "format": 2, "metrics": metrics, **_reference_rule(old, metrics),
            "seeds": sorted({r["seed"] for r in ok}), "measured_on": environment_info(device),
            "seed_stats": seed_stats(runs), "runs": runs}

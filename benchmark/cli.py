@@ -272,7 +272,9 @@ def _add_no_reference(p: argparse.ArgumentParser) -> None:
 def _add_check_parser(sub: "argparse._SubParsersAction") -> None:
     """``check``: run a suite and compare with its reference numbers (the CI gate)."""
     p = sub.add_parser("check", help="run a suite and compare with its committed reference accuracies",
-                       description="Exit 1 when any accuracy falls below the reference minus its tolerance.")
+                       description="Exit 1 when any run, or any setting's mean over the seeds, is outside the "
+                                   "reference's seed spread (|x - mean| <= k * sd + floor, both ways); exit 2 when "
+                                   "the reference or a record cannot be trusted.")
     _add_run_options(p, "ci")
     p.add_argument("--out", type=Path, help="results folder (default: a fresh temporary folder)")
     p.add_argument("--reference", type=Path, help="reference JSON (default: the suite's `reference:`)")

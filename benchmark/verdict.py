@@ -23,6 +23,17 @@ __all__ = ["EXACT", "KINDS", "MetricCheck", "Verdict", "split_label", "seed_stat
            "format_rule"]
 
 EXACT = 0.005  # references keep 3 decimals: a smaller difference is the same number
+TRAIN_LOSS = "train_loss"  # the last epoch's mean training loss: a gate metric beside the accuracies (it moves when a
+# loss term, a weight or a temperature changes even where accuracy, chaotic after a few epochs, does not)
+
+
+def gate_values(rec: Dict[str, Any]) -> Dict[str, Any]:
+    """The numbers a reference can judge: the record's final accuracies plus ``train_loss`` (last epoch)."""
+    values = dict(rec.get("final") or {})
+    history = rec.get("history") or []
+    if history and history[-1].get("loss") is not None:
+        values[TRAIN_LOSS] = float(history[-1]["loss"])
+    return values
 KINDS = ("exact", "within", "off", "new", "failed", "unjudged")
 _SEED = re.compile(r"^(?P<setting>.+)/s(?P<seed>-?\d+)$")
 _TAGS = {"exact": "reproduced", "within": "within", "off": "OFF", "new": "new", "failed": "FAILED",
@@ -75,11 +86,12 @@ class MetricCheck:
         return abs(self.diff) / self.sd if self.sd else None
 
     def describe(self) -> str:
-        dist = self.distance
+        dist, d = self.distance, 3 if self.metric == TRAIN_LOSS else 2  # a loss needs a third decimal
         sd_text = "" if dist is None else f" = {dist:.1f} sd"
-        ref = f"mean {self.mean:.2f}" if self.n > 1 else f"reference {self.mean:.2f}"
-        limit = "" if self.bound is None else f", limit {self.bound:.2f}"
-        return f"{self.metric} {self.value:.2f} ({ref}, {self.diff:+.2f}{sd_text}{limit}{' OFF' if self.off else ''})"
+        ref = f"mean {self.mean:.{d}f}" if self.n > 1 else f"reference {self.mean:.{d}f}"
+        limit = "" if self.bound is None else f", limit {self.bound:.{d}f}"
+        return (f"{self.metric} {self.value:.{d}f} ({ref}, {self.diff:+.{d}f}{sd_text}{limit}"
+                f"{' OFF' if self.off else ''})")
 
 
 @dataclass
@@ -161,7 +173,7 @@ def judge_run(label: str, rec: Dict[str, Any], reference: Dict[str, Any]) -> Ver
     """The verdict on one measured run record (its ``final`` numbers) against the reference."""
     setting, seed = split_label(label)
     stats = reference["seed_stats"].get(setting)
-    final = rec.get("final") or {}
+    final = gate_values(rec)
     seed_text = f"seed {seed}"
     if stats is None:
         return Verdict(label, seed, "new", text=f"  {_TAGS['new']:<10} {label}: {seed_text}, not in the reference")
@@ -193,7 +205,7 @@ def judge_mean(setting: str, recs: Sequence[Dict[str, Any]], reference: Dict[str
         return None
     means = {}
     for m in reference["metrics"]:
-        vals = [r["final"].get(m) for r in ok]
+        vals = [gate_values(r).get(m) for r in ok]
         if vals and all(v is not None for v in vals):
             means[m] = statistics.fmean(vals)
     scale = lambda stat: math.sqrt(1.0 / len(ok) + 1.0 / stat["n"])  # noqa: E731

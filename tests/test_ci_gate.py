@@ -59,7 +59,8 @@ def _loaded(raw):
 def test_committed_ci_reference_matches_the_ci_grid():
     cfg = load_suite("ci")
     ref = load_reference(CONFIG_DIR / "ci_reference.json")
-    assert ref["suite"] == "ci" and set(ref["k"]) == set(ref["floor"]) == set(ref["metrics"]) == {"overall", "tail"}
+    assert ref["suite"] == "ci" and set(ref["k"]) == set(ref["floor"]) == set(ref["metrics"]) == {"overall", "tail",
+                                                                                             "train_loss"}
     assert len(ref["seed_stats"]) == 1 + len(cfg.methods)  # the teacher + every method
     assert set(cfg.seeds) <= set(ref["seeds"]) and len(ref["seeds"]) >= 3  # a measured spread for every setting
     assert len(ref["runs"]) == len(ref["seeds"]) * (1 + len(cfg.methods))

@@ -256,11 +256,18 @@ def test_rerun_prints_reproduction_verdict_and_flags_a_difference(tmp_path, writ
     data = json.loads(ref.read_text())
     label = next(k for k in data["runs"] if "/ce/" in k)
     data["runs"][label]["overall"] -= 7.5
+    data["seed_stats"][label.rsplit("/", 1)[0]]["overall"]["mean"] -= 7.5  # the one seed's statistics move with it
     ref.write_text(json.dumps(data))
     main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"])
     text = capsys.readouterr().out
-    assert re.search(rf"OFF +{re.escape(label)}: overall [\d.]+ \(\+7\.50\)", text), text
-    assert "reproduction: 2 runs: 1 exact, 1 off" in text
+    assert "reproduction: 2 runs: 1 exact, 1 unjudged" in text  # one reference seed: no spread to judge by
+    data["fallback_tolerance"] = {"overall": 3.0, "tail": 12.0}  # a labelled hand-set tolerance judges it
+    ref.write_text(json.dumps(data))
+    main(["run", "--suite", str(suite), "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert re.search(rf"OFF +{re.escape(label)}: overall [\d.]+ \(reference [\d.]+, \+7\.50, limit 3\.00 OFF\)",
+                     text), text
+    assert "HAND-SET" in text and "reproduction: 2 runs: 1 exact, 1 off" in text
 
 
 def test_fresh_copy_of_the_repository_trains_the_quick_suite(tmp_path, cli_env):

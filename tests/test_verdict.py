@@ -224,3 +224,40 @@ def test_check_takes_seeds_from_the_command_line():
     cfg = load_suite("ci", [], validate=False)
     _apply_selection(cfg, args)
     assert cfg.seeds == [0, 1, 2, 3]
+
+
+def loss_rec(seed, loss):
+    """A run whose accuracies match the reference mean but whose last epoch's training loss is ``loss``."""
+    r = rec(seed, 52.0, 14.0)
+    r["history"] = [{"epoch": 1, "loss": 9.0}, {"epoch": 2, "loss": loss}]
+    return r
+
+
+def loss_reference(tmp_path):
+    """kd's train_loss at seeds 0, 1, 2: 0.30, 0.32, 0.34 (mean 0.32, sd 0.02), k 3, floor 0.01: limit 0.07."""
+    stats = {SETTING: {"overall": {"mean": 52.0, "sd": 2.0, "n": 3}, "tail": {"mean": 14.0, "sd": 4.0, "n": 3},
+                       "train_loss": {"mean": 0.32, "sd": 0.02, "n": 3}}}
+    return three_seed_reference(tmp_path, metrics=["overall", "tail", "train_loss"],
+                                k={"overall": 2, "tail": 1, "train_loss": 3},
+                                floor={"overall": 0.5, "tail": 1, "train_loss": 0.01}, seed_stats=stats)
+
+
+def test_the_last_epochs_training_loss_is_judged_from_the_history(tmp_path):
+    ref = loss_reference(tmp_path)
+    (v,) = verdicts([loss_rec(0, 0.38)], ref)  # +0.06 <= 0.07: within (the first epoch's 9.0 is not read)
+    assert v.kind == "within" and v.values["train_loss"] == pytest.approx(0.38)
+    (v,) = verdicts([loss_rec(0, 0.02)], ref)  # a KD term 16x too small: -0.30 = 15 sd, accuracies unchanged
+    assert v.kind == "off" and v.distance == pytest.approx(15.0)
+    assert "train_loss 0.020 (mean 0.320, -0.300 = 15.0 sd, limit 0.070 OFF)" in v.text
+
+
+def test_write_reference_stores_the_training_loss(tmp_path):
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps({"metrics": ["overall", "train_loss"], "k": {"overall": 3, "train_loss": 3},
+                                "floor": {"overall": 1, "train_loss": 0.01}, "derivation": "test"}))
+    recs = [loss_rec(s, loss) for s, loss in ((0, 0.3), (1, 0.5))]
+    write_reference(path, recs, SimpleNamespace(name="t"), torch.device("cpu"))
+    ref = json.loads(path.read_text())
+    assert ref["runs"][f"{SETTING}/s1"]["train_loss"] == 0.5
+    assert ref["seed_stats"][SETTING]["train_loss"]["mean"] == pytest.approx(0.4)
+    assert ref["seed_stats"][SETTING]["train_loss"]["sd"] == 0.141  # sqrt(0.02), stored to 3 decimals
