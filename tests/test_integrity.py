@@ -1,7 +1,8 @@
 """Records that cannot lie: report, check and the verdict recompute a record's numbers from its predictions.
 
-Fixtures are copies of the committed quick reference (results/reference/quick/runs: records with predictions,
-made before checksums existed); the README's table gives kd 57.50 overall and ce 50.94, the golden values.
+Fixtures are copies of the committed quick reference (results/reference/quick/runs: records with predictions),
+with their checksums removed, as records made before checksums existed; the golden values are the numbers each
+record stored when it was trained (the trainer's own evaluation, not the recomputation under test).
 """
 import json
 import shutil
@@ -26,9 +27,16 @@ def folder(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     for path in [sorted(REF.glob("*_teacher_*.json"))[0], _ref_record("kd"), _ref_record("ce")]:
-        shutil.copy(path, runs)
+        rec = json.loads(path.read_text())
+        rec.pop(CHECKSUM_KEY, None)  # as made before checksums existed
+        (runs / path.name).write_text(json.dumps(rec))
         shutil.copy(path.with_suffix(".predictions.npz"), runs)
     return tmp_path
+
+
+def _stored(method: str, metric: str = "overall") -> float:
+    """The number the committed reference record of ``method`` (seed 0) stored when it was trained."""
+    return json.loads(_ref_record(method).read_text())["final"][metric]
 
 
 def _kd(folder: Path) -> Path:
@@ -59,11 +67,12 @@ def test_reference_records_without_checksum_verify_by_recomputation(folder):
     assert all("recomputation only" in v.message for v in results)
 
 
-def test_recompute_gives_the_readme_numbers(folder):
+def test_recompute_gives_the_numbers_the_trainer_stored(folder):
     rec = json.loads(_kd(folder).read_text())
     with np.load(_kd(folder).with_suffix(".predictions.npz")) as z:
         redo = recompute(rec, z["pred"].astype(np.int64), z["target"].astype(np.int64))
-    assert round(redo["overall"], 2) == 57.50 and round(redo["tail"], 2) == 29.37  # README: kd 57.50, tail 29.37
+    assert redo["overall"] == pytest.approx(_stored("kd"), abs=1e-6)
+    assert redo["tail"] == pytest.approx(_stored("kd", "tail"), abs=1e-6)
 
 
 def test_report_skips_a_hand_edited_accuracy_with_one_warning(folder, capsys):
@@ -71,7 +80,8 @@ def test_report_skips_a_hand_edited_accuracy_with_one_warning(folder, capsys):
     rc, out, err = call_cli(capsys, ["report", "--out", folder, "--no-reference"])
     assert rc == 0
     lines = [line for line in err.splitlines() if "refused" in line]
-    assert lines == [f"warning: {_kd(folder)}: refused, final.overall says 99.00 but its predictions give 57.50; "
+    assert lines == [f"warning: {_kd(folder)}: refused, final.overall says 99.00 but its predictions give "
+                     f"{_stored('kd'):.2f}; "
                      "rerun the run (delete the record) or restore its files"]
     assert "| kd " not in out and set(_csv(folder)) == {"teacher (ce)", "ce"}
 
@@ -92,7 +102,8 @@ def test_a_swapped_predictions_file_without_checksum_is_refused_by_its_numbers(f
     ce = next((folder / "runs").glob("*_ce_s0_*.predictions.npz"))
     shutil.copy(ce, kd.with_suffix(".predictions.npz"))
     kept, refused, _ = verify_records([json.loads(kd.read_text())], folder)
-    assert kept == [] and refused == [f"{kd}: refused, final.overall says 57.50 but its predictions give 50.94; "
+    assert kept == [] and refused == [f"{kd}: refused, final.overall says {_stored('kd'):.2f} but its predictions give "
+                                      f"{_stored('ce'):.2f}; "
                                       "rerun the run (delete the record) or restore its files"]
 
 
