@@ -4,14 +4,24 @@ Every file the harness writes (records, tables, plots, predictions, checkpoints)
 :func:`atomic_write`, so a crash or a concurrent reader never sees half a file.
 """
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Union
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "atomic_savez"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "atomic_savez", "sha256_file"]
 
 FILE_MODE = 0o644
+
+
+def sha256_file(path: Union[str, os.PathLike]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (checkpoints can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO[bytes]], Any], mode: int = FILE_MODE) -> Path:

@@ -12,7 +12,6 @@ predictions and the record's class counts (``benchmark.evaluate.summarize``) and
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,9 @@ import numpy as np
 from datasets.longtail import frequency_rank
 
 from .evaluate import METRICS, THIRDS, summarize
+from .fileio import sha256_file
 
-__all__ = ["CHECKSUM_KEY", "VERIFIED_KEY", "Verification", "sha256_file", "recompute", "verify_record",
+__all__ = ["CHECKSUM_KEY", "VERIFIED_KEY", "Verification", "recompute", "verify_record",
            "verify_records", "gate_records", "is_verified"]
 
 CHECKSUM_KEY = "predictions_sha256"  # written in each record: SHA-256 of runs/<run_id>.predictions.npz
@@ -38,15 +38,6 @@ class Verification:
 
     status: str
     message: str = ""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _thirds_by_sizes(per_class: Sequence[float], counts: Sequence[int], sizes: Mapping[str, int]) -> Dict[str, float]:

@@ -15,17 +15,16 @@ A suite with a committed reference (``results/reference/<suite>/``: ``runs/`` re
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text, sha256_file
 from .settings import arch_of, dataset_label, differing_keys, describe, settings_key, settings_of, teacher_of
 
 __all__ = ["REFERENCE_ENV", "REFERENCE_KEY", "COPIED_KEY", "MAX_TEACHER_BYTES", "reference_root", "reference_dir",
-           "sha256_of", "read_sums", "save_teachers", "adopt_teacher", "merge_records", "provenance",
+           "read_sums", "save_teachers", "adopt_teacher", "merge_records", "provenance",
            "is_reference", "reference_lines", "results_dir_of"]
 
 REFERENCE_ENV = "LTKD_REFERENCE_ROOT"
@@ -50,15 +49,6 @@ def reference_dir(suite: Optional[str]) -> Optional[Path]:
         return None
     path = reference_root() / str(suite)
     return path if (path / "runs").is_dir() else None
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_sums(ref: Path) -> Dict[str, str]:
@@ -90,7 +80,7 @@ def save_teachers(out: Path, log: Callable[[str], None] = print) -> List[Path]:
             continue
         dst = folder / f"{rec['run_id']}.pt"
         atomic_write(dst, lambda fh, s=src: fh.write(s.read_bytes()))
-        lines.append(f"{sha256_of(dst)}  {dst.name}")
+        lines.append(f"{sha256_file(dst)}  {dst.name}")
         saved.append(dst)
     if lines:
         atomic_write_text(folder / SUMS, "\n".join(sorted(lines, key=lambda x: x.split()[1])) + "\n")
@@ -127,7 +117,7 @@ def _weights_problem(weights: Path, expected: Optional[str]) -> Optional[str]:
         return f"{weights} are missing"
     if expected is None:
         return f"{weights} have no sha256 in {weights.parent / SUMS}"
-    actual = sha256_of(weights)
+    actual = sha256_file(weights)
     if actual != expected:
         return f"{weights} fail their sha256 check (pinned {expected[:12]}, file {actual[:12]})"
     return None

@@ -30,8 +30,8 @@ from .data import build_data
 from .device import effective_recipe
 from .distributed import barrier, broadcast, is_main
 from .evaluate import GROUPS
-from .fileio import atomic_savez, atomic_torch_save
-from .integrity import CHECKSUM_KEY, sha256_file
+from .fileio import atomic_savez, atomic_torch_save, sha256_file
+from .integrity import CHECKSUM_KEY
 from .models import create_model, feature_dim, map_shapes
 from .provenance import RESULTS_FAMILY, code_info, environment_info
 from .reference import COPIED_KEY, adopt_teacher
@@ -87,11 +87,7 @@ def _freeze(d: Dict[str, Any]) -> Tuple[Tuple[str, Any], ...]:
 
 @lru_cache(maxsize=None)
 def _file_sha256(path: str, mtime_ns: int, size: int) -> str:  # the stat fields key the cache
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def teacher_init(pair: Pair) -> Optional[str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.integrity import CHECKSUM_KEY, recompute, sha256_file, verify_record, verify_records
+from benchmark.fileio import sha256_file
+from benchmark.integrity import CHECKSUM_KEY, recompute, verify_record, verify_records
 from conftest import call_cli
 
 REF = Path(__file__).resolve().parent.parent / "results" / "reference" / "quick" / "runs"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.reference import REFERENCE_ENV, SUMS, read_sums, sha256_of
+from benchmark.fileio import sha256_file
+from benchmark.reference import REFERENCE_ENV, SUMS, read_sums
 from conftest import TINY_SUITE, call_cli
 
 # ``mykd``: a copy of kd under another name, in its own file (the README's one-file method)
@@ -78,7 +79,7 @@ def test_update_reference_saves_teacher_weights_pinned_by_sha256(reference):
     assert len(sums) == 2  # one teacher per seed
     name, digest = sorted(sums.items())[0]
     assert (ref / "runs" / name.replace(".pt", ".json")).is_file()
-    assert sha256_of(ref / "teachers" / name) == digest
+    assert sha256_file(ref / "teachers" / name) == digest
     assert (ref / "teachers" / name).read_bytes() == (ref / "checkpoints" / "teachers" / name).read_bytes()
 
 
