@@ -26,7 +26,7 @@ __all__ = ["RESULTS_FAMILY", "REPO_DIR", "code_fingerprint", "git_state", "code_
 
 RESULTS_FAMILY = "3"  # 3: one frequency-group rule (LTKD groups and thirds 3/4/3 for 10 classes), declared epoch params
 REPO_DIR = Path(__file__).resolve().parent.parent
-_PACKAGES = ("benchmark", "methods", "datasets")
+_PACKAGES = ("benchmark", "methods", "datasets", "ltkd_core")  # the code a run executes
 
 
 def _package_files(plugins: Iterable[str]) -> List[Tuple[str, Path]]:

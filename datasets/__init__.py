@@ -8,12 +8,12 @@ this package but ``base`` and private ``_*`` ones, found with ``pkgutil``) are i
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
-import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
+
+from ltkd_core.errors import close_matches
+from ltkd_core.registry import Registry
 
 if TYPE_CHECKING:  # real imports are deferred: they pull in torch
     from pathlib import Path
@@ -23,10 +23,6 @@ if TYPE_CHECKING:  # real imports are deferred: they pull in torch
 __all__ = ["register_dataset", "build_dataset", "list_datasets", "dataset_info", "dataset_root", "verify_dataset",
            "download_dataset", "default_transform", "DatasetInfo", "VerifyReport", "DownloadUnavailable"]
 
-_NOT_FAMILIES = frozenset({"base"})  # modules of this package that register nothing (besides private `_*` ones)
-_builtins_loaded = False
-
-
 @dataclass(frozen=True)
 class _Entry:
     builder: Callable[..., Any]
@@ -35,7 +31,17 @@ class _Entry:
     download: Optional[Callable[..., Any]] = None
 
 
-_REGISTRY: Dict[str, _Entry] = {}
+def _unknown_dataset(name: str, names: Sequence[str]) -> str:
+    """``unknown dataset 'x'; did you mean 'y'? available: a, b``: the registry's message for a missing name."""
+    close = close_matches(name, names)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return f"unknown dataset {name!r}; {hint}available: {', '.join(names)}"
+
+
+#: The dataset families by name: this package's modules but ``base`` (and private ``_*`` ones) register them.
+REGISTRY: Registry[_Entry] = Registry("dataset", package=__name__, exclude={"base"}, unknown=_unknown_dataset,
+                                      origin=lambda entry: entry.builder)
+_REGISTRY = REGISTRY.entries  # the live name -> entry dict (tests snapshot and restore it)
 
 
 def __getattr__(name: str) -> Any:
@@ -58,55 +64,20 @@ def register_dataset(name: str, info: Optional["DatasetInfo"] = None,
     """
 
     def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
-            warnings.warn(f"dataset '{name}' is registered twice; {builder.__module__}.{builder.__qualname__} "
-                          f"replaces the earlier one", RuntimeWarning, stacklevel=2)
-        _REGISTRY[name] = _Entry(builder, info, verify, download)
+        REGISTRY.add(name, _Entry(builder, info, verify, download))
         return builder
 
     return wrap
 
 
-def _builtin_modules() -> List[str]:
-    """Names of this package's modules that may register datasets (all but ``base`` and ``_*``), sorted."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__)
-                  if not m.name.startswith("_") and m.name not in _NOT_FAMILIES)
-
-
-def _load_builtins() -> None:
-    """Import every builtin module once (each family registers itself); a broken one raises, named."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    for name in _builtin_modules():
-        module = f"{__name__}.{name}"
-        try:
-            importlib.import_module(module)
-        except Exception as err:  # the real error stays chained as __cause__
-            raise ImportError(f"builtin dataset module '{module}' failed to import: {type(err).__name__}: "
-                              f"{' '.join(str(err).split())}; fix {module.replace('.', '/')}.py or move it out "
-                              f"of the package") from err
-    _builtins_loaded = True
-
-
 def _entry(name: str) -> _Entry:
     """The registry entry of ``name``; a ``KeyError`` names close matches and every dataset."""
-    _load_builtins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    # imported here, on the error path only: `benchmark` imports torch, and `import datasets` must not
-    from benchmark.errors import close_matches
-
-    names = sorted(_REGISTRY)
-    close = close_matches(name, names)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
-    raise KeyError(f"unknown dataset {name!r}; {hint}available: {', '.join(names)}")
+    return REGISTRY.get(name)
 
 
 def list_datasets() -> List[str]:
     """Names of all registered datasets, sorted."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return REGISTRY.names()
 
 
 def dataset_info(name: str) -> "DatasetInfo":
@@ -170,3 +141,9 @@ def default_transform(name: str, train: bool) -> Callable:
     from .transforms import transform_for
 
     return transform_for(dataset_info(name), train)
+
+
+def dataset_builder(name: str) -> Callable[..., Any]:
+    """The registered builder of ``name``: its signature lists the dataset's extra options (the config layer
+    checks a suite's ``options`` against it); an unknown name raises ``KeyError`` with close matches."""
+    return _entry(name).builder

@@ -1,5 +1,6 @@
 """The method and dataset registries find their package's modules themselves (pkgutil): a new file is listed
 without editing any list, and a builtin module that fails to import raises an ImportError naming it."""
+import contextlib
 import sys
 import textwrap
 
@@ -33,19 +34,20 @@ NEW_DATASET = """
 
 @pytest.fixture
 def extra_folder(tmp_path, monkeypatch):
-    """A second folder on a package's ``__path__``, its registry reloaded; whatever it registers is forgotten."""
+    """A second folder on a package's ``__path__``, its registry rescanned; whatever it registers is forgotten."""
     added = []
+    with contextlib.ExitStack() as stack:
 
-    def add(package, files):
-        package._load_builtins()  # the real builtins register into the real registry before the copy is taken
-        for name, text in files.items():
-            (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
-            added.append(f"{package.__name__}.{name}")
-        monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
-        monkeypatch.setattr(package, "_builtins_loaded", False)
-        monkeypatch.setattr(package, "_REGISTRY", dict(package._REGISTRY))
+        def add(package, files):
+            package.REGISTRY.load()  # the real builtins are registered before the snapshot is taken
+            stack.enter_context(package.REGISTRY.isolated())
+            for name, text in files.items():
+                (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+                added.append(f"{package.__name__}.{name}")
+            monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+            package.REGISTRY.refresh()
 
-    yield add
+        yield add
     for module in added:
         sys.modules.pop(module, None)
 
@@ -60,7 +62,7 @@ def test_new_method_module_is_listed(extra_folder):
 
 @pytest.mark.parametrize("package,some", [(methods, {"ce", "kd", "crd"}), (datasets, {"cifar", "fashion_mnist"})])
 def test_base_and_private_modules_are_not_builtins(package, some):
-    found = package._builtin_modules()
+    found = package.REGISTRY.builtin_modules()
     assert some <= set(found) and "base" not in found and not any(m.startswith("_") for m in found)
 
 
@@ -84,7 +86,7 @@ def test_new_dataset_module_is_listed(extra_folder):
 
 def test_broken_dataset_module_raises_naming_it(extra_folder):
     extra_folder(datasets, {"my_broken_family": "raise RuntimeError('boom in the family')\n"})
-    with pytest.raises(ImportError, match=r"^builtin dataset module 'datasets\.my_broken_family' failed to import: "
-                                          r"RuntimeError: boom in the family") as err:
+    with pytest.raises(ImportError, match=r"^builtin dataset module 'datasets\.my_broken_family' raised on import: "
+                                          r"RuntimeError: boom in the family \(at .*my_broken_family\.py:1\)") as err:
         datasets.list_datasets()
     assert isinstance(err.value.__cause__, RuntimeError)

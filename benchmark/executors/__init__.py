@@ -1,20 +1,18 @@
 """Executors: where the run loop (:func:`benchmark.runner.run_specs`) runs. A new executor is one module here
-that registers a class with :func:`register_executor`; modules of this package are discovered on import.
+that registers a class with :func:`register_executor`; the modules of this package (all but private ``_*`` ones)
+are discovered on the first lookup (:class:`ltkd_core.registry.Registry`, as for methods and datasets).
 
 ``local`` runs the specs in this process (or under torchrun, one DDP job); ``submitit`` packs them into
 Slurm job arrays whose tasks call the same :func:`run_specs`. Both return :class:`~benchmark.runner.Outcome`\\ s.
 """
-import importlib
-import pkgutil
-from typing import Any, Callable, Dict, List, Sequence, Type
+from typing import Any, Callable, List, Sequence, Type
+
+from ltkd_core.registry import Registry
 
 from ..config import SuiteConfig
-from ..errors import did_you_mean
 from ..runner import Outcome, RunOptions, RunSpec, run_specs
 
 __all__ = ["Executor", "register_executor", "create_executor", "list_executors", "LocalExecutor"]
-
-_EXECUTORS: Dict[str, Type["Executor"]] = {}
 
 
 class Executor:
@@ -26,10 +24,16 @@ class Executor:
         raise NotImplementedError
 
 
+#: The executor classes by name: ``local`` (below) and whatever this package's modules register.
+REGISTRY: Registry[Type[Executor]] = Registry("executor", package=__name__)
+
+
 def register_executor(name: str) -> Callable[[Type[Executor]], Type[Executor]]:
+    """Class decorator registering an executor under ``name`` (``--executor name``)."""
+
     def wrap(cls: Type[Executor]) -> Type[Executor]:
+        REGISTRY.add(name, cls)
         cls.name = name
-        _EXECUTORS[name] = cls
         return cls
 
     return wrap
@@ -48,21 +52,12 @@ class LocalExecutor(Executor):
             return run_specs(cfg, specs, opts)
 
 
-def _discover() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")  # a broken executor module fails loudly
-
-
 def list_executors() -> List[str]:
-    return sorted(_EXECUTORS)
+    """Names of all registered executors, sorted."""
+    return REGISTRY.names()
 
 
 def create_executor(name: str, **options: Any) -> Executor:
-    """The executor registered as ``name``, built with its options (e.g. Slurm settings)."""
-    if name not in _EXECUTORS:
-        raise KeyError(f"unknown executor '{name}'.{did_you_mean(name, list_executors())} "
-                       f"Executors: {', '.join(list_executors())}")
-    return _EXECUTORS[name](**options)
-
-
-_discover()
+    """The executor registered as ``name``, built with its options (e.g. Slurm settings); a ``KeyError``
+    names close matches and every executor."""
+    return REGISTRY.get(name)(**options)

@@ -12,7 +12,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from methods.base import DEFAULT_NEEDS, NEEDS, Outputs
+from ltkd_core.outputs import DEFAULT_NEEDS, NEEDS, Outputs
 
 from ..errors import close_matches
 
@@ -81,7 +81,7 @@ def _head(model: nn.Module, fmap: torch.Tensor) -> Tuple[torch.Tensor, torch.Ten
 
 
 def forward_outputs(model: nn.Module, x: torch.Tensor, needs: AbstractSet[str] = DEFAULT_NEEDS) -> Outputs:
-    """The :class:`~methods.base.Outputs` a method ``needs`` (see ``methods.base.NEEDS``), in ONE forward pass.
+    """The :class:`~ltkd_core.outputs.Outputs` a method ``needs`` (its ``NEEDS``), in ONE forward pass.
 
     Logits and pooled features only (the default): exactly :func:`forward_with_features`. With
     ``feature_maps`` / ``preact_maps``: ``forward_intermediates(x)`` (timm's API: the zoo and stock timm
