@@ -153,18 +153,11 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_cifar(name: str, root: Optional[PathLike]) -> VerifyReport:
-    """Check presence, shapes, per-class counts (n_max per class train, balanced test) and official checksums."""
-    layout, info, base = LAYOUTS[name], _INFOS[name], resolve_root(root, _INFOS[name])
+def _class_count_problems(name: str, folder: Path, missing: List[str]) -> List[str]:
+    """Per split whose files are all present: why it does not load, or why its class counts differ from n_max
+    per class (train) or n_max / 5 per class (test)."""
+    layout, info = LAYOUTS[name], _INFOS[name]
     problems: List[str] = []
-    notes: List[str] = []
-    wanted = [f for split in info.splits for f in layout.files[split]] + [layout.meta]
-    folder = next((c for c in (base / layout.folder, base) if (c / wanted[0]).is_file()), base / layout.folder)
-    missing = [f for f in wanted if not (folder / f).is_file()]
-    if missing:
-        problems.append(f"{name}: {', '.join(missing)} missing in {folder}; download {layout.url} and extract it "
-                        f"into {base} (it creates {layout.folder}/), or run `python -m benchmark prepare --dataset "
-                        f"{name} --download --root {base}`")
     for split in info.splits:
         if any(f in missing for f in layout.files[split]):
             continue
@@ -178,16 +171,41 @@ def verify_cifar(name: str, root: Optional[PathLike]) -> VerifyReport:
         if counts != [per_class] * info.num_classes:
             problems.append(f"{split}: class counts min {min(counts)} max {max(counts)} (total {sum(counts):,}), "
                             f"expected {per_class} per class ({per_class * info.num_classes:,} images)")
+    return problems
+
+
+def _published_profile_notes(name: str) -> List[str]:
+    """One ``train`` note per published imbalance factor: the profile's counts, and the published total where
+    it differs from the profile's."""
+    layout, info = LAYOUTS[name], _INFOS[name]
+    notes: List[str] = []
+    for imb, total in PUBLISHED_TOTALS[name].items():
+        counts = exponential_profile(layout.n_max, info.num_classes, imb)
+        notes.append("train " + describe_profile(counts, imb) + ("" if sum(counts) == total else
+                                                                  f" (published: {total:,})"))
+    return notes
+
+
+def verify_cifar(name: str, root: Optional[PathLike]) -> VerifyReport:
+    """Check presence, shapes, per-class counts (n_max per class train, balanced test) and official checksums."""
+    layout, info, base = LAYOUTS[name], _INFOS[name], resolve_root(root, _INFOS[name])
+    problems: List[str] = []
+    notes: List[str] = []
+    wanted = [f for split in info.splits for f in layout.files[split]] + [layout.meta]
+    folder = next((c for c in (base / layout.folder, base) if (c / wanted[0]).is_file()), base / layout.folder)
+    missing = [f for f in wanted if not (folder / f).is_file()]
+    if missing:
+        problems.append(f"{name}: {', '.join(missing)} missing in {folder}; download {layout.url} and extract it "
+                        f"into {base} (it creates {layout.folder}/), or run `python -m benchmark prepare --dataset "
+                        f"{name} --download --root {base}`")
+    problems += _class_count_problems(name, folder, missing)
     differing = [f for f in wanted if f not in missing and _md5(folder / f) != layout.md5[f]]
     if differing:
         notes.append(f"md5 of {', '.join(differing)} differs from the official release ({layout.url}): the files "
                      f"load, but results are not comparable to published numbers")
     if not problems:
         notes.append(f"files found in {folder}")
-        for imb, total in PUBLISHED_TOTALS[name].items():
-            counts = exponential_profile(layout.n_max, info.num_classes, imb)
-            notes.append("train " + describe_profile(counts, imb) + ("" if sum(counts) == total else
-                                                                      f" (published: {total:,})"))
+        notes += _published_profile_notes(name)
     return VerifyReport(ok=not problems, problems=problems, notes=notes, name=name, root=str(base))
 
 

@@ -160,6 +160,21 @@ def download_fmnist(root: Optional[PathLike]) -> Path:
     return next(iter(locate_fashion_mnist(root, download=False).values())).parent
 
 
+def _split_problems(split: str, n: int, images: np.ndarray, labels: np.ndarray) -> List[str]:
+    """Why one loaded split is off: images not 28x28, not ``n`` of them, labels out of range or unbalanced."""
+    problems: List[str] = []
+    if images.shape[1:] != (1, 28, 28):
+        problems.append(f"{split}: images are {images.shape[2:]}, expected 28x28")
+    if len(labels) != n:
+        problems.append(f"{split}: {len(labels):,} images, expected {n:,}")
+    counts = np.bincount(labels, minlength=INFO.num_classes)
+    if len(counts) != INFO.num_classes or labels.min() < 0:
+        problems.append(f"{split}: labels outside [0, {INFO.num_classes})")
+    elif len(set(counts.tolist())) != 1:
+        problems.append(f"{split}: class counts {counts.tolist()} are not balanced")
+    return problems
+
+
 def verify_fmnist_lt(root: Optional[PathLike] = None) -> VerifyReport:
     """Check the four files (found without downloading): sizes 60k/10k, 6000/1000 per class, 28x28, checksums."""
     problems: List[str] = []
@@ -175,15 +190,7 @@ def verify_fmnist_lt(root: Optional[PathLike] = None) -> VerifyReport:
         except ValueError as err:
             problems.append(str(err))
             continue
-        if images.shape[1:] != (1, 28, 28):
-            problems.append(f"{split}: images are {images.shape[2:]}, expected 28x28")
-        if len(labels) != n:
-            problems.append(f"{split}: {len(labels):,} images, expected {n:,}")
-        counts = np.bincount(labels, minlength=INFO.num_classes)
-        if len(counts) != INFO.num_classes or labels.min() < 0:
-            problems.append(f"{split}: labels outside [0, {INFO.num_classes})")
-        elif len(set(counts.tolist())) != 1:
-            problems.append(f"{split}: class counts {counts.tolist()} are not balanced")
+        problems += _split_problems(split, n, images, labels)
     mismatched = [p.name for p in files.values() if p.name in OFFICIAL_MD5 and _md5(p) != OFFICIAL_MD5[p.name]]
     if mismatched:
         notes.append(f"md5 of {', '.join(mismatched)} differs from the official archives (recompressed copies, "

@@ -173,17 +173,9 @@ def _listed(items: Sequence[str], max_listed: int) -> str:
     return ", ".join(items[:max_listed]) + (", ..." if len(items) > max_listed else "")
 
 
-def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5, decode: bool = True,
-                     workers: Optional[int] = None) -> VerifyReport:
-    """Check the three split files (sizes, train max/min, balanced eval splits) and every image they list:
-    present, and (``decode``) decodable by PIL. At most ``max_listed`` file names are shown per problem."""
+def _locate_splits(name: str, base: Path) -> Tuple[Dict[str, Path], List[str]]:
+    """The split files found under ``base`` (by split), and one problem naming those that are absent."""
     layout, info = LAYOUTS[name], _INFOS[name]
-    base = resolve_root(root, info)
-    problems: List[str] = []
-    notes: List[str] = []
-    if not base.is_dir():
-        problems.append(f"{base} is not a folder; {_how_to_get(name, base, False)}")
-        return VerifyReport(ok=False, problems=problems, name=name, root=str(base))
     located: Dict[str, Path] = {}
     for split in info.splits:
         try:
@@ -191,10 +183,38 @@ def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5, d
         except FileNotFoundError:
             pass
     absent = [f"{layout.prefix}_{s}.txt" for s in info.splits if s not in located]
-    if absent:
-        problems.append(f"{name}: split files {', '.join(absent)} not found in {base} or {base / layout.prefix}; "
-                        f"{_how_to_get(name, base, False)}")
+    if not absent:
+        return located, []
+    return located, [f"{name}: split files {', '.join(absent)} not found in {base} or {base / layout.prefix}; "
+                     f"{_how_to_get(name, base, False)}"]
+
+
+def _class_size_problem(name: str, split: str, path: Path, counts: List[int]) -> Optional[str]:
+    """Why the per-class image counts of one split differ from the published ones (train: no empty class, the
+    published max/min; eval splits: balanced at the published size), or None."""
+    layout, num_classes = LAYOUTS[name], _INFOS[name].num_classes
+    if split != "train":
+        if len(set(counts)) != 1 or counts[0] != layout.per_class[split]:
+            return (f"{path.name}: class sizes min {min(counts)} max {max(counts)}, expected "
+                    f"{layout.per_class[split]} per class")
+        return None
+    empty = sum(1 for c in counts if c == 0)
+    if empty:
+        return f"{path.name}: {empty} of {num_classes} classes have no image"
+    if (max(counts), min(counts)) != (layout.train_max, layout.train_min):
+        return (f"{path.name}: class sizes max {max(counts)} min {min(counts)}, expected "
+                f"max {layout.train_max} min {layout.train_min}")
+    return None
+
+
+def _check_split_files(name: str, located: Dict[str, Path]
+                       ) -> Tuple[Dict[str, Tuple[Path, Tuple[str, ...]]], List[str], List[str]]:
+    """Parse each located split file and check its line count and class sizes: ``split -> (file, image paths)``
+    for those that parse, then the problems and the notes (the train profile) in split order."""
+    layout, info = LAYOUTS[name], _INFOS[name]
     parsed: Dict[str, Tuple[Path, Tuple[str, ...]]] = {}
+    problems: List[str] = []
+    notes: List[str] = []
     for split, path in located.items():
         try:
             paths, targets = parse_split_file(path, info.num_classes)
@@ -202,45 +222,67 @@ def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5, d
             problems.append(str(err))
             continue
         parsed[split] = (path, paths)
-        expected = layout.sizes[split]
-        if len(paths) != expected:
-            problems.append(f"{path.name}: {len(paths):,} lines, expected {expected:,}")
+        if len(paths) != layout.sizes[split]:
+            problems.append(f"{path.name}: {len(paths):,} lines, expected {layout.sizes[split]:,}")
         counts = [0] * info.num_classes
         for t in targets:
             counts[t] += 1
-        empty = sum(1 for c in counts if c == 0)
-        if split == "train":
-            if empty:
-                problems.append(f"{path.name}: {empty} of {info.num_classes} classes have no image")
-            elif (max(counts), min(counts)) != (layout.train_max, layout.train_min):
-                problems.append(f"{path.name}: class sizes max {max(counts)} min {min(counts)}, expected "
-                                f"max {layout.train_max} min {layout.train_min}")
-            else:
-                notes.append(f"train {describe_profile(counts)}")
-        elif len(set(counts)) != 1 or counts[0] != layout.per_class[split]:
-            problems.append(f"{path.name}: class sizes min {min(counts)} max {max(counts)}, expected "
-                            f"{layout.per_class[split]} per class")
+        problem = _class_size_problem(name, split, path, counts)
+        if problem:
+            problems.append(problem)
+        elif split == "train":
+            notes.append(f"train {describe_profile(counts)}")
+    return parsed, problems, notes
+
+
+def _decode_present(base: Path, present: Sequence[str], workers: Optional[int]) -> Tuple[Dict[str, str], str]:
+    """Decode the ``present`` images (paths relative to ``base``) in threads: ``path -> reason`` for those PIL
+    cannot decode, and a note of how many were decoded, with how many threads, in how long."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    found = find_undecodable([os.path.join(base, p) for p in present], workers)
+    broken = {p: found[os.path.join(base, p)] for p in present if os.path.join(base, p) in found}
+    note = (f"decoded {len(present):,} images with {workers} threads in {time.perf_counter() - t0:.1f} s"
+            + (f": {len(broken):,} cannot be decoded" if broken else ""))
+    return broken, note
+
+
+def _image_problems(name: str, base: Path, path: Path, paths: Sequence[str], exists: Dict[str, bool],
+                    broken: Dict[str, str], max_listed: int) -> List[str]:
+    """The images split file ``path`` lists that are missing under ``base``, then those that cannot be decoded."""
+    problems: List[str] = []
+    missing = [p for p in paths if not exists[p]]
+    if missing:
+        problems.append(f"{path.name}: {len(missing):,} of {len(paths):,} images missing under {base} "
+                        f"(first: {_listed(missing, max_listed)}); "
+                        f"{LAYOUTS[name].images_hint.replace('ROOT', str(base))}")
+    bad = [p for p in paths if p in broken]
+    if bad:
+        shown = [f"{p} ({broken[p]})" for p in bad]
+        problems.append(f"{path.name}: {len(bad):,} of {len(paths):,} images under {base} cannot be decoded "
+                        f"(first: {_listed(shown, max_listed)}); download those files again or replace them")
+    return problems
+
+
+def verify_txt_split(name: str, root: Optional[PathLike], max_listed: int = 5, decode: bool = True,
+                     workers: Optional[int] = None) -> VerifyReport:
+    """Check the three split files (sizes, train max/min, balanced eval splits) and every image they list:
+    present, and (``decode``) decodable by PIL. At most ``max_listed`` file names are shown per problem."""
+    base = resolve_root(root, _INFOS[name])
+    if not base.is_dir():
+        problems = [f"{base} is not a folder; {_how_to_get(name, base, False)}"]
+        return VerifyReport(ok=False, problems=problems, name=name, root=str(base))
+    located, problems = _locate_splits(name, base)
+    parsed, split_problems, notes = _check_split_files(name, located)
+    problems += split_problems
     unique = list(dict.fromkeys(p for _, paths in parsed.values() for p in paths))
     exists = {p: os.path.isfile(os.path.join(base, p)) for p in unique}
     broken: Dict[str, str] = {}
     if decode and unique:
-        present = [p for p in unique if exists[p]]
-        workers = workers or min(8, os.cpu_count() or 1)
-        t0 = time.perf_counter()
-        found = find_undecodable([os.path.join(base, p) for p in present], workers)
-        broken = {p: found[os.path.join(base, p)] for p in present if os.path.join(base, p) in found}
-        notes.append(f"decoded {len(present):,} images with {workers} threads in {time.perf_counter() - t0:.1f} s"
-                     + (f": {len(broken):,} cannot be decoded" if broken else ""))
+        broken, note = _decode_present(base, [p for p in unique if exists[p]], workers)
+        notes.append(note)
     for path, paths in parsed.values():
-        missing = [p for p in paths if not exists[p]]
-        if missing:
-            problems.append(f"{path.name}: {len(missing):,} of {len(paths):,} images missing under {base} "
-                            f"(first: {_listed(missing, max_listed)}); {layout.images_hint.replace('ROOT', str(base))}")
-        bad = [p for p in paths if p in broken]
-        if bad:
-            shown = [f"{p} ({broken[p]})" for p in bad]
-            problems.append(f"{path.name}: {len(bad):,} of {len(paths):,} images under {base} cannot be decoded "
-                            f"(first: {_listed(shown, max_listed)}); download those files again or replace them")
+        problems += _image_problems(name, base, path, paths, exists, broken, max_listed)
     return VerifyReport(ok=not problems, problems=problems, notes=notes, name=name, root=str(base))
 
 
