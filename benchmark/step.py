@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from methods import Outputs
-from methods.base import DEFAULT_NEEDS, NEEDS
+from methods.base import DEFAULT_NEEDS, NEEDS, check_loss_terms
 
 from .models import forward_outputs
 
@@ -78,8 +78,9 @@ class DistillStep(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor, epoch: int, t_out: Optional[Outputs] = None,
                 index: Optional[Tensor] = None) -> Tuple[Dict[str, Tensor], Tensor]:
-        """Loss terms and the student's logits; ``t_out``: the cell's shared teacher outputs (computed here
-        when None); ``index``: the batch's dataset row indices, required by methods that need "index"."""
+        """Loss terms (checked: a dict of 0-dim tensors, :func:`~methods.base.check_loss_terms`) and the student's
+        logits; ``t_out``: the cell's shared teacher outputs (computed here when None); ``index``: the batch's
+        dataset row indices, required by methods that need "index"."""
         s_out = forward_outputs(self.student, x, self.needs)
         if t_out is None and self.teacher is not None:
             t_out = self.teacher_outputs(x)
@@ -95,4 +96,4 @@ class DistillStep(nn.Module):
             terms = self.method(s_out, t_out, y, epoch, index=index)
         else:
             terms = self.method(s_out, t_out, y, epoch)
-        return terms, s_out.logits
+        return check_loss_terms(terms, self.method.name), s_out.logits

@@ -53,7 +53,7 @@ class AT(Method):
     summary = "AT, attention transfer over stages (Zagoruyko & Komodakis 2017)"
 
     def forward(self, student, teacher, target, epoch) -> Dict[str, Tensor]:
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         maps_s = self.require_maps(student)[1:]
         maps_t = [as_target(m) for m in self.require_maps(teacher)[1:]]
         return {

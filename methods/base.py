@@ -7,19 +7,73 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (AbstractSet, Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Literal, Mapping, Optional,
+                    Sequence, Set, Tuple)
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup", "NEEDS", "DEFAULT_NEEDS",
-           "EPOCH_KINDS"]
+from ltkd_core.errors import unknown_name
+from ltkd_core.outputs import DEFAULT_NEEDS, NEEDS, Outputs
 
-#: What a method may declare in ``Method.needs``: network outputs (``logits``, pooled ``features``, the
-#: levels' ``feature_maps`` / ``preact_maps``, see :class:`Outputs`) and the batch's dataset row ``index``.
-NEEDS: FrozenSet[str] = frozenset({"logits", "features", "feature_maps", "preact_maps", "index"})
-DEFAULT_NEEDS: FrozenSet[str] = frozenset({"logits", "features"})
+__all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup", "NEEDS", "DEFAULT_NEEDS",
+           "EPOCH_KINDS", "Need", "ALWAYS_FILLED", "FIELD_NEEDS", "KEYWORD_NEEDS", "filled_fields", "forward_keywords",
+           "LossTerms", "check_loss_terms"]
+
+#: One entry of ``Method.needs`` (one of ``NEEDS``), for type checkers.
+Need = Literal["logits", "features", "feature_maps", "preact_maps", "index"]
+# What ``forward(student, teacher, target, epoch)`` receives for a method's ``needs`` (student and teacher alike;
+# the three sets below partition ``NEEDS``):
+#: :class:`Outputs` fields filled for every method, whatever it declares (both come from one forward pass).
+ALWAYS_FILLED: FrozenSet[str] = frozenset({"logits", "features"})
+#: Needs that fill the :class:`Outputs` field of the same name; a field the method did not declare is None.
+FIELD_NEEDS: FrozenSet[str] = frozenset({"feature_maps", "preact_maps"})
+#: Needs passed to ``forward`` as the keyword argument of the same name (``index=``: (B,) int64 dataset rows).
+KEYWORD_NEEDS: FrozenSet[str] = frozenset({"index"})
+
+
+def filled_fields(needs: AbstractSet[str]) -> FrozenSet[str]:
+    """The :class:`Outputs` fields that ``forward`` finds filled (not None) for a method declaring ``needs``."""
+    return ALWAYS_FILLED | (FIELD_NEEDS & frozenset(needs))
+
+
+def forward_keywords(needs: AbstractSet[str]) -> FrozenSet[str]:
+    """The keyword arguments ``forward`` receives beyond ``(student, teacher, target, epoch)`` for ``needs``."""
+    return KEYWORD_NEEDS & frozenset(needs)
+
+
+#: What ``Method.forward`` returns: loss-term name -> 0-dim tensor, each term ALREADY WEIGHTED by the method (its
+#: alpha / beta, warm-up factor, T^2). The harness adds the values as they are (no weights of its own),
+#: backpropagates the sum and logs each term as ``loss_<name>``.
+LossTerms = Dict[str, Tensor]
+
+
+def check_loss_terms(terms: Any, method: str) -> LossTerms:
+    """``terms`` when it is what ``forward`` must return (:data:`LossTerms`), else a one-line TypeError naming the
+    method and the term. Types and shapes only: no host sync, so the harness checks every step."""
+    if not isinstance(terms, dict) or not terms:
+        raise TypeError(f"method '{method}': forward returned {type(terms).__name__} {_brief(terms)}; return a "
+                        f"non-empty dict of named loss terms, e.g. {{'ce': loss}} with 0-dim tensors")
+    for name, value in terms.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"method '{method}': loss term {name!r} is {type(value).__name__} {_brief(value)}, not "
+                            f"a tensor; return a 0-dim torch.Tensor")
+        if value.dim() != 0:
+            raise TypeError(f"method '{method}': loss term {name!r} has shape {tuple(value.shape)}, not 0-dim; "
+                            f"reduce it to a scalar (e.g. .mean() over the batch)")
+    return terms
+
+
+_DEPRECATION_WARNED: Set[str] = set()  # deprecated names already warned about in this process
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)`` cut to 40 characters (an error message shows what came back, not all of it)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
 
 #: What an epoch-valued hyper-parameter (``Method.epoch_params``) counts; all of them rescale with ``--epochs``:
 #: ``warmup``: a term ramps up linearly over that many epochs (:func:`linear_warmup`);
@@ -38,23 +92,6 @@ def as_target(t: Tensor) -> Tensor:
 def linear_warmup(epoch: int, warmup: float) -> float:
     """``min(epoch / warmup, 1)`` for a 1-based epoch (mdistiller's DKD schedule); 1 when warmup <= 0."""
     return 1.0 if warmup <= 0 else min(float(epoch) / float(warmup), 1.0)
-
-
-@dataclass
-class Outputs:
-    """What a network produced for one batch: logits (B, C), pooled penultimate features (B, D) and, for
-    methods whose ``needs`` ask for them, feature maps (None otherwise).
-
-    ``feature_maps``: the outputs of every feature level of the network (timm's ``forward_intermediates``
-    over its ``feature_info``; level 0 is the stem in the zoo and in timm's ResNets, as in the KD
-    literature's ``feats``). ``preact_maps``: the same levels before their final activation where the
-    network can give them (the zoo's ``forward_intermediates_preact``), else the ``feature_maps`` themselves.
-    """
-
-    logits: Tensor
-    features: Tensor
-    feature_maps: Optional[List[Tensor]] = None
-    preact_maps: Optional[List[Tensor]] = None
 
 
 @dataclass
@@ -183,9 +220,13 @@ class Method(nn.Module):
     hparams: ClassVar[Dict[str, Any]] = {}
     #: Allowed interval of numeric hyper-parameters, e.g. ``{"temperature": "(0, inf)"}`` (see the class docstring).
     hparam_bounds: ClassVar[Dict[str, str]] = {}
+    #: True: ``forward`` gets the frozen teacher's :class:`Outputs` (read them through :meth:`checked_teacher`).
+    #: False: it always gets ``teacher=None``, and a cell made only of such methods loads no teacher.
     requires_teacher: ClassVar[bool] = True
-    #: What the method reads (see ``NEEDS``); the harness computes only that, for student and teacher alike,
-    #: in one forward each. Feature methods add "feature_maps" / "preact_maps"; "index" passes ``index=``.
+    #: What the method reads (each a :data:`Need`); the harness computes only that, for student and teacher alike,
+    #: in one forward each: :func:`filled_fields` gives the :class:`Outputs` fields filled (logits and features
+    #: always; "feature_maps" / "preact_maps" when declared), :func:`forward_keywords` the keyword arguments
+    #: ("index" passes ``index=``).
     needs: ClassVar[FrozenSet[str]] = DEFAULT_NEEDS
     #: One line shown by ``python -m benchmark list`` and in the leaderboard legend.
     summary: ClassVar[str] = ""
@@ -230,8 +271,6 @@ class Method(nn.Module):
         where = where or f"method '{cls.name}'"
         for key in overrides:
             if key not in cls.hparams:
-                from benchmark.errors import unknown_name
-
                 raise ValueError(unknown_name(where, "hyper-parameter", key, sorted(cls.hparams)))
         config: Dict[str, Any] = {}
         for key, default in cls.hparams.items():
@@ -262,11 +301,20 @@ class Method(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
 
-    def require_teacher(self, teacher: Optional[Outputs]) -> Outputs:
+    def checked_teacher(self, teacher: Optional[Outputs]) -> Outputs:
         """The teacher's outputs, or a clear error when the harness passed none."""
         if teacher is None:
             raise ValueError(f"method '{self.name}' needs teacher outputs (requires_teacher=True), got None")
         return teacher
+
+    def require_teacher(self, teacher: Optional[Outputs]) -> Outputs:
+        """Deprecated alias of :meth:`checked_teacher` (renamed: it read like the ``requires_teacher`` attribute);
+        kept for methods outside this repository, warns once per process."""
+        if "require_teacher" not in _DEPRECATION_WARNED:
+            _DEPRECATION_WARNED.add("require_teacher")
+            warnings.warn(f"method '{self.name}': Method.require_teacher(teacher) is deprecated, renamed "
+                          f"checked_teacher(teacher); call that instead", FutureWarning, stacklevel=2)
+        return self.checked_teacher(teacher)
 
     def require_maps(self, outputs: Outputs, kind: str = "feature_maps") -> List[Tensor]:
         """``outputs.feature_maps`` (or ``preact_maps``), or a clear error when ``needs`` did not ask for them."""
@@ -288,7 +336,9 @@ class Method(nn.Module):
         training device.
         """
 
-    def forward(self, student: Outputs, teacher: Optional[Outputs], target: Tensor, epoch: int) -> Dict[str, Tensor]:
-        """Loss terms for one batch; ``epoch`` is 1-based. Every value is a 0-dim tensor. A method whose
-        ``needs`` include "index" also gets ``index=`` (the batch's dataset row indices, (B,) int64)."""
+    def forward(self, student: Outputs, teacher: Optional[Outputs], target: Tensor, epoch: int) -> LossTerms:
+        """Loss terms for one batch (:data:`LossTerms`: 0-dim tensors, already weighted; the harness sums them);
+        ``epoch`` is 1-based. ``student`` / ``teacher`` hold the fields :func:`filled_fields` of ``needs`` names
+        (``teacher`` is None unless ``requires_teacher``); a method whose ``needs`` include "index" also gets
+        ``index=`` (the batch's dataset row indices, (B,) int64)."""
         raise NotImplementedError

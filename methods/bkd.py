@@ -52,7 +52,7 @@ class BKD(Method):
                              persistent=False)
 
     def forward(self, student, teacher, target, epoch):
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         z_s, z_t = student.logits.float(), as_target(teacher.logits)
         if epoch > self.drw_epoch:
             kd = bkd_loss(z_s, z_t, self.class_weights, self.temperature)

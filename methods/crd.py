@@ -132,7 +132,7 @@ class CRD(Method):
         memory.index_copy_(0, index, F.normalize(mixed, dim=1))
 
     def forward(self, student, teacher, target, epoch, index: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         if index is None:
             raise ValueError("method 'crd' needs the batch's dataset indices (index=); the harness passes them "
                              "for methods whose needs include 'index'")

@@ -38,7 +38,7 @@ class DIST(Method):
     summary = "DIST (Huang et al. 2022)"
 
     def forward(self, student, teacher, target, epoch):
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         z_s = student.logits.float()
         return {
             "ce": F.cross_entropy(z_s, target),

@@ -56,7 +56,7 @@ class DKD(Method):
     summary = "DKD (Zhao et al. 2022)"
 
     def forward(self, student, teacher, target, epoch):
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         z_s = student.logits.float()
         dkd = dkd_loss(z_s, as_target(teacher.logits), target, self.alpha, self.beta, self.temperature)
         return {"ce": F.cross_entropy(z_s, target), "dkd": linear_warmup(epoch, self.warmup) * dkd}

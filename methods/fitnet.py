@@ -89,7 +89,7 @@ class FitNet(Method):
         self.connector = ConvRegressor(tuple(s_shapes[self.level_s]), tuple(t_shapes[self.level_t]))
 
     def forward(self, student, teacher, target, epoch) -> Dict[str, Tensor]:
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         f_s = self.connector(self.require_maps(student)[self.level_s])
         f_t = as_target(self.require_maps(teacher)[self.level_t])
         return {

@@ -27,7 +27,7 @@ class KD(Method):
     summary = "KD (Hinton et al. 2015)"
 
     def forward(self, student, teacher, target, epoch):
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         z_s = student.logits.float()
         return {
             "ce": (1.0 - self.alpha) * F.cross_entropy(z_s, target),

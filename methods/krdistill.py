@@ -168,7 +168,7 @@ class KRDistill(Method):
         return f - self.prototypes[target] + self.centre + self.anchors[target]
 
     def forward(self, student, teacher, target, epoch):
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         z_s = student.logits.float()
         losses = {"ce": F.cross_entropy(z_s, target)}
         warm = linear_warmup(epoch, self.warmup)

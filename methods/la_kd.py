@@ -19,7 +19,7 @@ class LAKD(Method):
     summary = "Logit-adjusted KD (teacher z_t - tau log pi, logit-adjusted CE)"
 
     def forward(self, student, teacher, target, epoch):
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         z_s = student.logits.float()
         adjust = self.tau * self.log_prior
         z_t = as_target(teacher.logits) - adjust

@@ -88,7 +88,7 @@ class LTKD(Method):
         self.register_buffer("groups", groups, persistent=False)
 
     def forward(self, student, teacher, target, epoch):
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         z_s = student.logits.float()
         kd = ltkd_loss(z_s, as_target(teacher.logits), self.groups, self.num_groups, self.temperature,
                        self.alpha, self.beta, self.rebalance, self.uniform_within)

@@ -100,7 +100,7 @@ class ReviewKD(Method):
         return list(maps[-self.num_stages:]) + [out.features.flatten(1)[:, :, None, None]]
 
     def forward(self, student, teacher, target, epoch) -> Dict[str, Tensor]:
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         s_levels = self._levels(student, self.require_maps(student, "preact_maps" if self.stu_preact else "feature_maps"))
         t_levels = [as_target(t) for t in self._levels(teacher, self.require_maps(teacher, "preact_maps"))]
         fused: List[Tensor] = []

@@ -57,7 +57,7 @@ class RKD(Method):
     summary = "RKD, relational KD: distance + angle (Park et al. 2019)"
 
     def forward(self, student, teacher, target, epoch) -> Dict[str, Tensor]:
-        teacher = self.require_teacher(teacher)
+        teacher = self.checked_teacher(teacher)
         loss = rkd_loss(student.features, as_target(teacher.features), self.squared, self.eps,
                         self.distance_weight, self.angle_weight)
         return {"ce": self.ce_weight * F.cross_entropy(student.logits.float(), target),

@@ -20,10 +20,8 @@ PLUGIN_MODULES = {"my_methods", "my_plugin_pkg", "ltkd_ep_plugin_mod", "ltkd_bro
 def isolated_registry(monkeypatch):
     """Whatever a test registers or imports is forgotten afterwards."""
     list_methods()  # builtins and installed entry points registered before the snapshot
-    before_registry = dict(methods._REGISTRY)
-    yield monkeypatch
-    methods._REGISTRY.clear()
-    methods._REGISTRY.update(before_registry)
+    with methods.REGISTRY.isolated():
+        yield monkeypatch
     for mod in [m for m in sys.modules if m.split(".")[0] in PLUGIN_MODULES]:
         del sys.modules[mod]
 
@@ -107,7 +105,7 @@ def test_entry_point_plugin_is_listed(tmp_path, isolated_registry):
                 return {"ce": F.cross_entropy(student.logits, target)}
     ''', "ep_plugin_ce = ltkd_ep_plugin_mod")
     isolated_registry.syspath_prepend(str(tmp_path))
-    isolated_registry.setattr(methods, "_entry_points_loaded", False)
+    methods.REGISTRY.refresh()  # the entry points are read again on the next lookup
     assert "ep_plugin_ce" in list_methods()
     assert get_method("ep_plugin_ce").summary == "entry-point plugin test"
 
@@ -116,7 +114,7 @@ def test_broken_entry_point_warns_and_the_rest_still_works(tmp_path, isolated_re
     _write_dist(tmp_path, "ltkd_broken_plugin", "ltkd_broken_plugin_mod", "raise ImportError('boom')\n",
                 "broken = ltkd_broken_plugin_mod")
     isolated_registry.syspath_prepend(str(tmp_path))
-    isolated_registry.setattr(methods, "_entry_points_loaded", False)
+    methods.REGISTRY.refresh()  # the entry points are read again on the next lookup
     with pytest.warns(RuntimeWarning, match="boom"):
         names = list_methods()
     assert "kd" in names
