@@ -14,7 +14,7 @@ description: "test suite: 1 epoch, tiny CNNs"
 datasets:
   - name: fmnist-lt
     imbalance_factors: [100]
-    options: {{n_max: 600}}  # 1,485 training images: seconds per run
+    options: {{n_max: {n_max}}}  # 600: 1,485 training images, seconds per run
 pairs:
   - {{teacher: cifar_cnn_tiny, student: cifar_cnn_tiny}}
 methods: {methods}
@@ -33,18 +33,44 @@ student_train: *r
 """
 
 
+def tiny_suite(methods=("ce", "kd"), epochs=1, plugins=(), n_max=600, extra=""):
+    """The YAML of ``TINY_SUITE`` with these methods, epochs, plugins and n_max, then ``extra`` (dedented) appended."""
+    text = TINY_SUITE.format(methods="[" + ", ".join(methods) + "]", epochs=epochs,
+                             plugins="[" + ", ".join(plugins) + "]", n_max=n_max)
+    return text + textwrap.dedent(extra)
+
+
 @pytest.fixture
 def write_suite(tmp_path):
     """Write a tiny suite YAML (methods, epochs and plugins adjustable) and return its path."""
 
     def _write(methods=("ce", "kd"), epochs=1, plugins=(), name="tiny.yaml", extra=""):
         path = tmp_path / name
-        text = TINY_SUITE.format(methods="[" + ", ".join(methods) + "]", epochs=epochs,
-                                 plugins="[" + ", ".join(plugins) + "]")
-        path.write_text(text + textwrap.dedent(extra))
+        path.write_text(tiny_suite(methods, epochs, plugins, extra=extra))
         return path
 
     return _write
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module single-threaded (``pytestmark = pytest.mark.usefixtures("one_thread")``): batches of 2 gain
+    nothing from intra-op threads, and on a busy 2-core machine OpenMP's spin-waiting makes 2 threads 10-100x
+    slower than 1 (measured)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def torch_seed():
+    """Seed torch's global generator with 0 before each test of a module that asks for it."""
+    import torch
+
+    torch.manual_seed(0)
 
 
 @pytest.fixture

@@ -7,31 +7,10 @@ import pytest
 
 from benchmark.console import CellTable, short_names, top_rows, verdict_summary
 from benchmark.verdict import Verdict
-from conftest import REPO
+from conftest import REPO, tiny_suite
 
-SUITE = """
-name: tiny5
-datasets:
-  - name: fmnist-lt
-    imbalance_factors: [100]
-    options: {{n_max: 300}}
-pairs:
-  - {{teacher: cifar_cnn_tiny, student: cifar_cnn_tiny}}
-methods: {methods}
-method_params: {{dkd: {{warmup: 1}}}}
-seeds: [0]
-deterministic: true
-teacher_train: &r
-  epochs: {epochs}
-  batch_size: 64
-  lr: 0.05
-  schedule: cosine
-  augment: flip
-  eval_every: 1
-  eval_batch_size: 2000
-student_train: *r
-"""
 FIVE = ("ce", "kd", "dkd", "bkd", "la_kd")
+DKD_WARMUP = "method_params: {dkd: {warmup: 1}}\n"
 
 
 def test_table_rows_are_aligned_and_name_methods_not_runs():
@@ -67,7 +46,7 @@ def test_verdict_summary_counts_kinds_and_lists_only_off_runs_in_full():
 def five(tmp_path_factory):
     """A 5-method, 2-epoch cell run in this process with --no-progress: (stdout, results folder)."""
     base = tmp_path_factory.mktemp("console")
-    (base / "s.yaml").write_text(SUITE.format(methods="[" + ", ".join(FIVE) + "]", epochs=2))
+    (base / "s.yaml").write_text(tiny_suite(FIVE, epochs=2, n_max=300, extra=DKD_WARMUP))
     import contextlib
     import io
 
@@ -118,7 +97,7 @@ def test_tqdm_bars_only_on_a_terminal(tmp_path, cli_env):
     import struct
     import termios
 
-    (tmp_path / "s.yaml").write_text(SUITE.format(methods="[ce, kd]", epochs=1))
+    (tmp_path / "s.yaml").write_text(tiny_suite(("ce", "kd"), n_max=300, extra=DKD_WARMUP))
     env = dict(cli_env, OMP_NUM_THREADS="1", COLUMNS="120")
     cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(tmp_path / "s.yaml")]
     piped = subprocess.run(cmd + ["--out", str(tmp_path / "a")], cwd=REPO, env=env, capture_output=True, text=True,

@@ -9,7 +9,6 @@ import json
 import pickle
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -17,60 +16,10 @@ import torch
 from PIL import Image
 
 import datasets
+from builders import CIFAR_LAYOUT as LAYOUT, ds_write_cifar, original_index
 from datasets.longtail import exponential_profile
 
-LAYOUT = {  # name -> (folder, classes, train files, test file, meta file, label key, n_max)
-    "cifar10-lt": ("cifar-10-batches-py", 10, [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
-                   "batches.meta", "labels", 5000),
-    "cifar100-lt": ("cifar-100-python", 100, ["train"], "test", "meta", "fine_labels", 500),
-}
 TOTALS = {"cifar10-lt": {100: 12406, 50: 13996, 10: 20431}, "cifar100-lt": {100: 10847, 50: 12608, 10: 19573}}
-
-
-def ds_write_cifar(root: Path, name: str, per_class_train: int, per_class_test: int, bytes_keys: bool = False,
-                   protocol: int = pickle.HIGHEST_PROTOCOL, seed: int = 0,
-                   train_labels: Optional[np.ndarray] = None) -> Path:
-    """Write ``root/<folder>/`` like the official extract (random pixels, index-tagged rows); returns the folder.
-
-    The official files are Python 2 pickles (``protocol=2``, ``bytes_keys``-like once decoded);
-    the big fixtures use the newest protocol only because it writes and loads ~10x faster.
-    ``train_labels`` replaces the random train labels (e.g. the golden fixture's synthetic targets).
-    """
-    folder, classes, train_files, test_file, meta_file, label_key, _ = LAYOUT[name]
-    out = root / folder
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
-
-    def split(per_class, labels=None):
-        if labels is None:
-            labels = rng.permutation(np.repeat(np.arange(classes), per_class))
-        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-        data[:, :4] = np.arange(len(labels), dtype="<u4").view(np.uint8).reshape(-1, 4)
-        return data, labels
-
-    def dump(path, data, labels):
-        obj = {key("batch_label"): "fixture", key(label_key): labels.tolist(), key("data"): data}
-        if name == "cifar100-lt":
-            obj[key("coarse_labels")] = (labels // 5).tolist()
-        with open(path, "wb") as f:
-            pickle.dump(obj, f, protocol=protocol)
-
-    data, labels = split(per_class_train, train_labels)
-    chunks = zip(np.array_split(data, len(train_files)), np.array_split(labels, len(train_files)))
-    for fname, (d, lab) in zip(train_files, chunks):
-        dump(out / fname, d, lab)
-    data, labels = split(per_class_test)
-    dump(out / test_file, data, labels)
-    with open(out / meta_file, "wb") as f:
-        pickle.dump({key("label_names" if name == "cifar10-lt" else "fine_label_names"):
-                     [f"c{i}" for i in range(classes)]}, f, protocol=protocol)
-    return out
-
-
-def original_index(images: torch.Tensor) -> np.ndarray:
-    """The split index each fixture image was tagged with."""
-    return images[:, 0, 0, :4].contiguous().numpy().view("<u4").ravel().astype(np.int64)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,5 +1,4 @@
 """Fashion-MNIST-LT on the real data (Debian package dataset-fashion-mnist), plus lookup and error paths."""
-import gzip
 import warnings
 
 import numpy as np
@@ -8,6 +7,7 @@ import torch
 from PIL import Image
 
 import datasets
+from builders import ds_write_idx
 from datasets import fashion_mnist as fm
 from datasets.longtail import exponential_profile
 
@@ -89,10 +89,8 @@ def test_uncompressed_idx_files(tmp_path, ds_no_fmnist):
     for split, n in (("train", 60), ("t10k", 20)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = np.arange(n, dtype=np.uint8) % 10
-        (tmp_path / f"{split}-images-idx3-ubyte").write_bytes(
-            b"\x00\x00\x08\x03" + np.array([n, 28, 28], ">u4").tobytes() + images.tobytes())
-        (tmp_path / f"{split}-labels-idx1-ubyte").write_bytes(
-            b"\x00\x00\x08\x01" + np.array([n], ">u4").tobytes() + labels.tobytes())
+        ds_write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
+        ds_write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
     ds = datasets.build_dataset("fmnist-lt", root=tmp_path, split="test")
     assert len(ds) == 20 and ds.class_counts == [2] * 10
     with pytest.raises(ValueError, match="fmnist-lt: class 0 has 6 samples, cannot draw 6000"):
@@ -101,8 +99,7 @@ def test_uncompressed_idx_files(tmp_path, ds_no_fmnist):
 
 def test_truncated_idx_file(tmp_path, ds_no_fmnist):
     for f in FILES:
-        with gzip.open(tmp_path / f, "wb") as g:
-            g.write(b"\x00\x00\x08\x03" + np.array([5, 28, 28], ">u4").tobytes() + b"\x00" * 100)
+        ds_write_idx(tmp_path / f, np.zeros(100, np.uint8), shape=(5, 28, 28))  # 100 bytes, header says 3920
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: IDX payload has 100 bytes"):
         datasets.build_dataset("fmnist-lt", root=tmp_path)
 
@@ -154,10 +151,8 @@ def test_verify_missing(tmp_path, ds_no_fmnist):
 
 def test_verify_wrong_counts(tmp_path, ds_no_fmnist):
     for split, n in (("train", 30), ("t10k", 10)):
-        with gzip.open(tmp_path / f"{split}-images-idx3-ubyte.gz", "wb") as g:
-            g.write(b"\x00\x00\x08\x03" + np.array([n, 28, 28], ">u4").tobytes() + bytes(n * 784))
-        with gzip.open(tmp_path / f"{split}-labels-idx1-ubyte.gz", "wb") as g:
-            g.write(b"\x00\x00\x08\x01" + np.array([n], ">u4").tobytes() + bytes(n))
+        ds_write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", np.zeros((n, 28, 28), np.uint8))
+        ds_write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.zeros(n, np.uint8))
     report = datasets.verify_dataset("fmnist-lt", tmp_path)
     assert not report.ok
     assert "train: 30 images, expected 60,000" in report.problems

@@ -1,29 +1,16 @@
 """ImageNet-LT / Places-LT on small JPEG trees with split files in the real OLTR format."""
-import dataclasses
-from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict
 
 import pytest
 import torch
 from PIL import Image
 
 import datasets
-from datasets import txt_split
+from builders import ds_write_jpeg, ds_write_small_places, ds_write_split
 
 PREFIX = {"imagenet-lt": "ImageNet_LT", "places-lt": "Places_LT"}
 CLASSES = {"imagenet-lt": 1000, "places-lt": 365}
 NAMES = list(PREFIX)
-
-
-def ds_write_jpeg(path: Path, color: Tuple[int, int, int], mode: str = "RGB") -> None:
-    """A tiny solid-colour JPEG (or other mode) at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, (12, 10), color if mode == "RGB" else color[0]).save(path, format="JPEG")
-
-
-def ds_write_split(path: Path, rows: List[Tuple[str, int]], trailer: str = "\n") -> Path:
-    path.write_text("\n".join(f"{p} {label}" for p, label in rows) + trailer)
-    return path
 
 
 @pytest.fixture
@@ -149,15 +136,7 @@ def test_missing_image_on_load(ds_txt_tree):
 def ds_places_verify(tmp_path, monkeypatch):
     """A Places-LT tree that satisfies patched 'published' sizes: train max 3 / min 1, val/test 1 per class."""
     root = tmp_path / "places"
-    for i in range(3):
-        ds_write_jpeg(root / f"data_256/img{i}.jpg", (i, i, i))
-    train = [(f"data_256/img{c % 3}.jpg", c) for c in range(365)] + [("data_256/img0.jpg", 0)] * 2
-    evals = [(f"data_256/img{c % 3}.jpg", c) for c in range(365)]
-    for split, rows in (("train", train), ("val", evals), ("test", evals)):
-        ds_write_split(root / f"Places_LT_{split}.txt", rows)
-    small = dataclasses.replace(txt_split.LAYOUTS["places-lt"], sizes={"train": 367, "val": 365, "test": 365},
-                                per_class={"val": 1, "test": 1}, train_max=3, train_min=1)
-    monkeypatch.setitem(txt_split.LAYOUTS, "places-lt", small)
+    ds_write_small_places(root, monkeypatch)
     return root
 
 

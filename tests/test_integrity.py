@@ -130,13 +130,11 @@ def test_a_corrupt_predictions_file_is_refused(folder):
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
     """A tiny suite trained once by ``check --update-reference`` (its records carry checksums) and its reference."""
-    import textwrap
-
-    from conftest import TINY_SUITE
+    from conftest import tiny_suite
 
     base = tmp_path_factory.mktemp("gate")
     suite = base / "tiny.yaml"
-    suite.write_text(TINY_SUITE.format(methods="[ce, kd]", epochs=1, plugins="[]") + textwrap.dedent(""))
+    suite.write_text(tiny_suite(("ce", "kd")))
     from benchmark.cli import main
 
     assert main(["check", "--suite", str(suite), "--out", str(base / "out"), "--reference", str(base / "ref.json"),

@@ -47,19 +47,7 @@ def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Batches of 2 gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
-    spin-waiting makes 2 threads 10-100x slower than 1 (measured): run this module single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("one_thread", "torch_seed")  # conftest: single-threaded, seeded with 0
 
 
 def test_zoo_registered_in_timm():

@@ -15,9 +15,8 @@ from PIL import Image
 import datasets
 from benchmark.cli import main
 from benchmark.config import list_suites, load_suite
-from datasets import cifar, fashion_mnist as fm, txt_split
-from test_datasets_cifar import ds_write_cifar
-from test_datasets_txt import ds_write_jpeg, ds_write_split
+from builders import ds_write_cifar, ds_write_small_places, ds_write_split
+from datasets import cifar, fashion_mnist as fm
 
 FAMILY = {"fmnist-lt": "fmnist", "cifar10-lt": "cifar", "cifar100-lt": "cifar", "imagenet-lt": "imagenet",
           "places-lt": "places"}
@@ -197,16 +196,7 @@ def prep_places_tree(tmp_path, monkeypatch):
     """A Places-LT tree that meets patched published sizes (train max 3 / min 1, val/test 1 per class), all
     images good; returns (root, list of the image paths of class 0..2 in train)."""
     root = tmp_path / "places"
-    for i in range(3):
-        ds_write_jpeg(root / f"data_256/img{i}.jpg", (i, i, i))
-    train = [(f"data_256/img{c % 3}.jpg", c) for c in range(365)] + [("data_256/img0.jpg", 0)] * 2
-    evals = [(f"data_256/img{c % 3}.jpg", c) for c in range(365)]
-    for split, rows in (("train", train), ("val", evals), ("test", evals)):
-        ds_write_split(root / f"Places_LT_{split}.txt", rows)
-    small = dataclasses.replace(txt_split.LAYOUTS["places-lt"], sizes={"train": 367, "val": 365, "test": 365},
-                                per_class={"val": 1, "test": 1}, train_max=3, train_min=1)
-    monkeypatch.setitem(txt_split.LAYOUTS, "places-lt", small)
-    return root, train
+    return root, ds_write_small_places(root, monkeypatch)
 
 
 def _break_images(root: Path, train) -> None:

@@ -226,7 +226,7 @@ def test_cifar100_suite_is_mdistillers_protocol():
 @pytest.fixture(scope="module")
 def cifar100_full(tmp_path_factory):
     """CIFAR-100 in torchvision's real pickle format at full size (500 train images per class), 1 test image each."""
-    from test_datasets_cifar import ds_write_cifar
+    from builders import ds_write_cifar
 
     root = tmp_path_factory.mktemp("cifar")
     ds_write_cifar(root, "cifar100-lt", 500, 1)
@@ -235,7 +235,7 @@ def cifar100_full(tmp_path_factory):
 
 def test_imbalance_factor_1_keeps_every_training_image_once(cifar100_full):
     import datasets
-    from test_datasets_cifar import original_index
+    from builders import original_index
 
     train = datasets.build_dataset("cifar100-lt", root=cifar100_full, split="train", imbalance_factor=1, seed=3)
     assert len(train) == 50000 and train.class_counts == [500] * 100

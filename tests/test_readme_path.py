@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_SUITE
+from conftest import tiny_suite
 
 REPO = Path(__file__).resolve().parent.parent
 # REPO / "results" / <anything but "reference">, or a relative Path("results"): the checkout's own outputs
@@ -50,7 +50,7 @@ def test_readme_commands_in_order_stay_green(tmp_path, cli_env):
     reporting and integrity tests then pass from that copy."""
     repo = tmp_path / "checkout"
     _copy_checkout(repo)
-    (repo / "tiny.yaml").write_text(TINY_SUITE.format(methods="[ce, kd]", epochs=1, plugins="[]"))
+    (repo / "tiny.yaml").write_text(tiny_suite(("ce", "kd")))
     env = dict(cli_env, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "benchmark", "run", "--suite", "tiny.yaml", "--no-progress"],
                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)

@@ -14,7 +14,7 @@ import pytest
 
 from benchmark.fileio import sha256_file
 from benchmark.reference import REFERENCE_ENV, SUMS, read_sums
-from conftest import TINY_SUITE, call_cli
+from conftest import call_cli, tiny_suite
 
 # ``mykd``: a copy of kd under another name, in its own file (the README's one-file method)
 MYKD = textwrap.dedent('''
@@ -33,8 +33,7 @@ MYKD = textwrap.dedent('''
 
 def _suite(folder: Path, name: str, methods, plugins=()) -> Path:
     path = folder / name
-    path.write_text(TINY_SUITE.format(methods="[" + ", ".join(methods) + "]", epochs=1,
-                                      plugins="[" + ", ".join(plugins) + "]"))
+    path.write_text(tiny_suite(methods, plugins=plugins))
     return path
 
 

@@ -23,12 +23,7 @@ FAMILY = [timm.list_models(module=m)[0] for m in ZOO_MODULES]
 POST_ACT = [n for n in ZOO if not n.startswith(("cifar_mobilenetv2", "cifar_wrn"))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: single-threaded
 
 
 def _input(model, batch: int = 1) -> torch.Tensor:
