@@ -17,7 +17,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -28,6 +28,7 @@ from .evaluate import METRICS
 from .fileio import atomic_write_text
 from .integrity import gate_records
 from .provenance import environment_info
+from .record import RunRecord, as_record, as_records
 from .results import dataset_label
 from .reference import save_teachers
 from .runner import RunOptions, expand_grid, run_specs, summarize_outcomes
@@ -40,14 +41,17 @@ DEFAULT_METRICS = ("overall", "tail")
 GATE_METRICS = METRICS + (TRAIN_LOSS,)  # what a reference may judge: accuracies and the last epoch's training loss
 
 
-def run_label(rec: Dict[str, Any]) -> str:
+Records = Sequence[Union[RunRecord, Mapping[str, Any]]]  # typed records; plain dicts are read as RunRecord
+
+
+def run_label(rec: Union[RunRecord, Mapping[str, Any]]) -> str:
     """A stable, readable name of a run: ``fmnist-lt_if100/cifar_cnn_small->cifar_cnn_tiny/kd/s0``."""
-    imb = rec.get("imbalance_factor")
+    rec = as_record(rec)
+    imb = rec.imbalance_factor
     ds = dataset_label(rec).replace(" ", "") + (f"_if{imb:g}" if imb is not None else "")
-    arch = rec.get("arch") or rec.get("student_arch")
-    if rec["role"] == "teacher":
-        return f"{ds}/{arch}/teacher/s{rec['seed']}"
-    return f"{ds}/{rec['teacher_arch']}->{arch}/{rec['method']}/s{rec['seed']}"
+    if rec.is_teacher:
+        return f"{ds}/{rec.arch}/teacher/s{rec.seed}"
+    return f"{ds}/{rec.teacher_arch}->{rec.arch}/{rec.method}/s{rec.seed}"
 
 
 def reference_path(cfg: SuiteConfig, explicit: Optional[Path] = None) -> Path:
@@ -124,32 +128,32 @@ def _validate_rule(path: Path, ref: Dict[str, Any]) -> None:
                                   f"got {st!r}")
 
 
-def _matched(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+def _matched(records: Records, reference: Dict[str, Any]) -> Dict[str, RunRecord]:
     prepare_reference(reference)
-    measured = {run_label(r): r for r in records}
+    measured = {run_label(r): r for r in as_records(records)}
     if not {split_label(lb)[0] for lb in measured} & set(reference["seed_stats"]):
         raise ConfigError("the reference shares no run with this suite: it compares nothing (labels like "
                           f"{next(iter(reference['runs']))}; measured {next(iter(measured), 'none')})")
     return measured
 
 
-def verdicts(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> List[Verdict]:
+def verdicts(records: Records, reference: Dict[str, Any]) -> List[Verdict]:
     """One Verdict per measured run, sorted by label: exact / within the seed spread / off / unjudged / failed /
     new (see benchmark.verdict). Both ways: a number above the spread is off too."""
     measured = _matched(records, reference)
     return [judge_run(label, measured[label], reference) for label in sorted(measured)]
 
 
-def mean_verdicts(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> List[Verdict]:
+def mean_verdicts(records: Records, reference: Dict[str, Any]) -> List[Verdict]:
     """Per setting trained with 2+ seeds: its mean over those seeds against the reference mean (``check``)."""
-    groups: Dict[str, List[Dict[str, Any]]] = {}
+    groups: Dict[str, List[RunRecord]] = {}
     for label, rec in sorted(_matched(records, reference).items()):
         groups.setdefault(split_label(label)[0], []).append(rec)
     out = [judge_mean(setting, recs, reference) for setting, recs in groups.items()]
     return [v for v in out if v is not None]
 
 
-def compare(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+def compare(records: Records, reference: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     """(failures, notes) of ``check``: a failure per run off the seed spread (either way), failed, or that the
     reference cannot judge; per setting mean off; per reference setting no seed of which was measured."""
     runs = verdicts(records, reference)
@@ -164,7 +168,7 @@ def compare(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Tup
     return failures, notes
 
 
-def reproduction_lines(records: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Tuple[List[str], int]:
+def reproduction_lines(records: Records, reference: Dict[str, Any]) -> Tuple[List[str], int]:
     """One verdict line per measured run and how many runs are off (or failed): ``verdicts`` as text."""
     vs = verdicts(records, reference)
     return [v.text for v in vs], sum(v.is_off for v in vs)
@@ -185,16 +189,16 @@ def _reference_rule(old: Dict[str, Any], metrics: Sequence[str]) -> Dict[str, An
     return rule
 
 
-def write_reference(path: Path, records: Sequence[Dict[str, Any]], cfg: SuiteConfig, device: torch.device) -> int:
+def write_reference(path: Path, records: Records, cfg: SuiteConfig, device: torch.device) -> int:
     """Write the records' final numbers per seed and their per-setting seed statistics (mean, sd, n) as the
     suite's reference, keeping an existing file's metrics, k, floor, derivation and hand-set fallback."""
     old = json.loads(Path(path).read_text()) if Path(path).exists() else {}
     metrics = old.get("metrics", list(DEFAULT_METRICS))
-    ok = sorted((r for r in records if r.get("status") == "ok"), key=run_label)
+    ok = sorted((r for r in as_records(records) if r.ok), key=run_label)
     runs = {run_label(r): {m: None if v.get(m) is None else round(v[m], 3) for m in GATE_METRICS}
             for r, v in ((r, gate_values(r)) for r in ok)}
     ref = {"suite": cfg.name, "format": 2, "metrics": metrics, **_reference_rule(old, metrics),
-           "seeds": sorted({r["seed"] for r in ok}), "measured_on": environment_info(device),
+           "seeds": sorted({r.seed for r in ok}), "measured_on": environment_info(device),
            "seed_stats": seed_stats(runs), "runs": runs}
     atomic_write_text(path, json.dumps(ref, indent=1) + "\n")
     return len(runs)

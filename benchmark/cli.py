@@ -387,7 +387,7 @@ def _print_verdict(cfg: SuiteConfig, records: list, out: Path) -> None:
     except ConfigError as err:
         print(f"reproduction: not compared ({err})")
         return
-    ids = {run_label(r): r["run_id"] for r in records}
+    ids = {run_label(r): r.run_id for r in records}
     for v in judged:  # every run's full verdict line goes to its own log
         if v.label in ids:
             RunStore(out).append_log(ids[v.label], f"reproduction: {v.text.strip()}")
@@ -419,7 +419,7 @@ def dry_run(cfg: SuiteConfig, specs: list, out: Path, device) -> int:
 
     store = RunStore(out)
     missing = _missing_data(cfg)
-    status = {s.run_id: (store.load(s.run_id) or {}).get("status", "to do") for s in specs}
+    status = {s.run_id: rec.status if (rec := store.load(s.run_id)) is not None else "to do" for s in specs}
     for s in specs:
         r = dict(s.recipe)
         who = f"teacher {s.arch}" if s.role == "teacher" else f"{s.teacher_arch}->{s.arch} {s.method}"

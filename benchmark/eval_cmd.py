@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import close_matches
+from .record import RunRecord
 
 __all__ = ["add_eval_parser", "cmd_eval", "EvalRequest", "request_from_args", "load_weights", "evaluate_checkpoint",
            "format_report"]
@@ -104,9 +105,9 @@ def _parse_options(items: Optional[List[str]]) -> Dict[str, Any]:
     return out
 
 
-def _weights_of_run(store: Any, rec: Dict[str, Any]) -> Path:
-    run_id = rec["run_id"]
-    if rec.get("role") == "teacher":
+def _weights_of_run(store: Any, rec: RunRecord) -> Path:
+    run_id = rec.run_id
+    if rec.is_teacher:
         return store.teacher_weights(run_id)
     fn = getattr(store, "student_weights", None)
     return fn(run_id) if fn is not None else store.checkpoints / "students" / f"{run_id}.pt"
@@ -120,16 +121,12 @@ def _from_record(args: argparse.Namespace) -> EvalRequest:
     store = RunStore(args.out)
     rec = _load_record(store, args.run_id)
     weights = _kept_weights(args, store, rec)
-    roots = {d.get("name"): d.get("root") for d in (rec.get("config") or {}).get("datasets", [])}
-    recipe = rec.get("recipe") or {}
-    arch = rec.get("arch") or rec.get("student_arch")  # the trained network, teacher or student
-    if not arch:
-        raise ValueError(f"record of run {args.run_id} names no architecture (`arch`); pass --checkpoint, --model and "
-                         f"--dataset instead of --run-id")
-    return EvalRequest(checkpoint=Path(weights), model=arch, dataset=rec["dataset"], split=args.split,
-                       imbalance_factor=rec.get("imbalance_factor"), root=args.root or roots.get(rec["dataset"]),
-                       data_seed=int(rec.get("data_seed", 0)), data_options=dict(rec.get("data_options") or {}),
-                       class_counts=[int(c) for c in rec["class_counts"]] if rec.get("class_counts") else None,
+    roots = {d.get("name"): d.get("root") for d in (rec.config or {}).get("datasets", [])}
+    recipe = rec.recipe or {}
+    return EvalRequest(checkpoint=Path(weights), model=rec.arch, dataset=rec.dataset, split=args.split,
+                       imbalance_factor=rec.imbalance_factor, root=args.root or roots.get(rec.dataset),
+                       data_seed=int(rec.data_seed or 0), data_options=dict(rec.data_options or {}),
+                       class_counts=[int(c) for c in rec.class_counts] if rec.class_counts else None,
                        batch_size=args.batch_size or int(recipe.get("eval_batch_size", 512)), workers=args.workers,
                        amp=not args.no_amp, channels_last=bool(recipe.get("channels_last", True)),
                        label=args.run_id)
@@ -145,7 +142,7 @@ def _reject_record_options(args: argparse.Namespace) -> None:
                          f"drop {', '.join(given)} (or drop --run-id and give --checkpoint, --model, --dataset)")
 
 
-def _load_record(store: Any, run_id: str) -> Dict[str, Any]:
+def _load_record(store: Any, run_id: str) -> RunRecord:
     """The record of ``run_id`` in ``store``; FileNotFoundError names close run ids when there is none."""
     rec = store.load(run_id)
     if rec is None:
@@ -157,7 +154,7 @@ def _load_record(store: Any, run_id: str) -> Dict[str, Any]:
     return rec
 
 
-def _kept_weights(args: argparse.Namespace, store: Any, rec: Dict[str, Any]) -> Path:
+def _kept_weights(args: argparse.Namespace, store: Any, rec: RunRecord) -> Path:
     """``--checkpoint``, else the weights the run kept; FileNotFoundError when that file is absent."""
     weights = args.checkpoint or _weights_of_run(store, rec)
     if not Path(weights).is_file():

@@ -19,6 +19,7 @@ from . import leaderboard as lb
 from .fileio import atomic_write_text
 from .paired import Interval
 from .plots import _stem
+from .record import RunRecord
 from .reference import results_dir_of
 
 __all__ = ["write_html", "page", "columns", "HIDDEN_COLUMNS"]
@@ -27,7 +28,7 @@ __all__ = ["write_html", "page", "columns", "HIDDEN_COLUMNS"]
 HIDDEN_COLUMNS = ("dataset", "imbalance_factor", "teacher", "run_ids", "made_by", "kd_reference")
 
 
-def write_html(rows: Sequence[lb.Row], deltas: Mapping[str, lb.Delta], records: Sequence[Mapping[str, Any]],
+def write_html(rows: Sequence[lb.Row], deltas: Mapping[str, lb.Delta], records: Sequence[RunRecord],
                out: Path) -> Path:
     """Write ``<out>/leaderboard.html`` (atomically) and return its path."""
     path = Path(out) / "leaderboard.html"
@@ -130,9 +131,9 @@ def _record_links(row: lb.Row, out: Path) -> str:
     """One link per seed to the run's record JSON (in this folder, or in the reference folder)."""
     links = []
     for rec in row.records:
-        href = _rel(results_dir_of(rec, out) / "runs" / f"{rec.get('run_id')}.json", out)
-        links.append(f'<a class="record" href="{html.escape(href)}" title="{html.escape(str(rec.get("run_id")))}">'
-                     f's{html.escape(str(rec.get("seed")))}</a>')
+        href = _rel(results_dir_of(rec, out) / "runs" / f"{rec.run_id}.json", out)
+        links.append(f'<a class="record" href="{html.escape(href)}" title="{html.escape(rec.run_id)}">'
+                     f's{html.escape(str(rec.seed))}</a>')
     return " ".join(links)
 
 
@@ -226,7 +227,7 @@ def _filters(rows: Sequence[lb.Row]) -> str:
     return '<div class="filters">' + " ".join(out) + ' <span id="shown"></span></div>'
 
 
-def page(rows: Sequence[lb.Row], deltas: Mapping[str, lb.Delta], records: Sequence[Mapping[str, Any]],
+def page(rows: Sequence[lb.Row], deltas: Mapping[str, lb.Delta], records: Sequence[RunRecord],
          out: Path) -> str:
     """The whole HTML document (see the module docstring)."""
     df = lb.frame(rows, deltas)

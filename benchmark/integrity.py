@@ -23,12 +23,12 @@ from datasets.longtail import frequency_rank
 
 from .evaluate import METRICS, THIRDS, summarize
 from .fileio import sha256_file
+from .record import RunRecord, as_record
 
-__all__ = ["CHECKSUM_KEY", "VERIFIED_KEY", "Verification", "recompute", "verify_record",
+__all__ = ["CHECKSUM_KEY", "Verification", "recompute", "verify_record",
            "verify_records", "gate_records", "is_verified"]
 
-CHECKSUM_KEY = "predictions_sha256"  # written in each record: SHA-256 of runs/<run_id>.predictions.npz
-VERIFIED_KEY = "_verified"  # in-memory mark (never written): True recomputed, False no predictions to check
+CHECKSUM_KEY = "predictions_sha256"  # the record's key (RunRecord.predictions_sha256): SHA-256 of its predictions
 TOLERANCE = 1e-6  # points: recomputation uses the trainer's own arithmetic, so only float noise may differ
 
 
@@ -51,18 +51,19 @@ def _thirds_by_sizes(per_class: Sequence[float], counts: Sequence[int], sizes: M
     return out
 
 
-def recompute(rec: Mapping[str, Any], pred: np.ndarray, target: np.ndarray) -> Dict[str, Any]:
-    """Per-class accuracy, its test counts and every metric of ``rec['final']``, from predictions alone."""
-    c = len(rec["class_counts"])
+def recompute(rec: RunRecord | Mapping[str, Any], pred: np.ndarray, target: np.ndarray) -> Dict[str, Any]:
+    """Per-class accuracy, its test counts and every metric of ``rec.final``, from predictions alone."""
+    rec = as_record(rec)
+    c = len(rec.class_counts)
     if pred.shape != target.shape or (target.size and (target.min() < 0 or target.max() >= c)):
         raise ValueError(f"predictions and labels do not fit {c} classes (shapes {pred.shape} / {target.shape})")
     total = np.bincount(target, minlength=c)
     correct = np.bincount(target[pred == target], minlength=c)
     per_class = [100.0 * float(a) / float(t) if t else 0.0 for a, t in zip(correct.tolist(), total.tolist())]
-    out = summarize(per_class, rec["class_counts"], per_class_total=total.tolist())
-    sizes = (rec.get("final") or {}).get("group_sizes") or {}
+    out = summarize(per_class, rec.class_counts, per_class_total=total.tolist())
+    sizes = rec.result("final").get("group_sizes") or {}
     if any(int(sizes.get(g, -1)) != out["group_sizes"][g] for g in THIRDS if g in sizes):
-        out.update(_thirds_by_sizes(per_class, rec["class_counts"], sizes))
+        out.update(_thirds_by_sizes(per_class, rec.class_counts, sizes))
     return {**out, "per_class_acc": per_class, "per_class_test_count": total.tolist()}
 
 
@@ -82,23 +83,24 @@ def _disagreement(final: Mapping[str, Any], redo: Mapping[str, Any]) -> Optional
     return None
 
 
-def verify_record(rec: Mapping[str, Any], folder: Path) -> Verification:
+def verify_record(rec: RunRecord | Mapping[str, Any], folder: Path) -> Verification:
     """Check one record against ``folder/runs/<run_id>.predictions.npz`` (``folder``: its results folder)."""
-    if rec.get("status") != "ok":
+    rec = as_record(rec)
+    if not rec.ok:
         return Verification("not_ok")
-    preds = Path(folder) / "runs" / f"{rec['run_id']}.predictions.npz"
+    preds = Path(folder) / "runs" / f"{rec.run_id}.predictions.npz"
     if not preds.is_file():
-        said = " (the record names a checksum: the file was removed)" if rec.get(CHECKSUM_KEY) else ""
+        said = " (the record names a checksum: the file was removed)" if rec.predictions_sha256 else ""
         return Verification("unverified", f"no predictions file {preds.name}{said}; its numbers cannot be "
                                           "recomputed and are marked unverified")
-    expected = rec.get(CHECKSUM_KEY)
+    expected = rec.predictions_sha256
     if expected is not None and sha256_file(preds) != expected:
         return Verification("refused", f"the checksum of {preds.name} is not the one the record names (the "
                                        "predictions file was replaced or edited)")
     try:
         with np.load(preds, allow_pickle=False) as z:
             pred, target = np.asarray(z["pred"]).astype(np.int64), np.asarray(z["target"]).astype(np.int64)
-        why = _disagreement(rec["final"], recompute(rec, pred, target))
+        why = _disagreement(rec.result("final"), recompute(rec, pred, target))
     except Exception as err:  # unreadable, truncated, foreign keys: nothing in it can be trusted
         why = f"{preds.name} is unreadable ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
     if why is not None:
@@ -106,37 +108,36 @@ def verify_record(rec: Mapping[str, Any], folder: Path) -> Verification:
     return Verification("verified", "" if expected else "no checksum in the record: verified by recomputation only")
 
 
-def verify_records(records: Sequence[Dict[str, Any]], out: Path
-                   ) -> Tuple[List[Dict[str, Any]], List[str], List[str]]:
-    """(records kept, each marked; refusal lines; unverified lines), every line naming the record's file.
-
-    A record read from a reference folder is checked against that folder's predictions."""
+def verify_records(records: Sequence[RunRecord | Mapping[str, Any]], out: Path
+                   ) -> Tuple[List[RunRecord], List[str], List[str]]:
+    """(records kept, each marked in ``verified``; refusal lines; unverified lines), every line naming the record's
+    file. A record read from a reference folder is checked against that folder's predictions."""
     from .reference import results_dir_of
 
-    kept: List[Dict[str, Any]] = []
+    kept: List[RunRecord] = []
     refused: List[str] = []
     unverified: List[str] = []
-    for rec in records:
+    for rec in map(as_record, records):
         folder = results_dir_of(rec, Path(out))
         v = verify_record(rec, folder)
-        where = Path(folder) / "runs" / f"{rec.get('run_id')}.json"
+        where = Path(folder) / "runs" / f"{rec.run_id}.json"
         if v.status == "refused":
             refused.append(f"{where}: refused, {v.message}; rerun the run (delete the record) or restore its files")
             continue
         if v.status != "not_ok":
-            rec[VERIFIED_KEY] = v.status == "verified"
+            rec.verified = v.status == "verified"
         if v.status == "unverified":
             unverified.append(f"{where}: {v.message}")
         kept.append(rec)
     return kept, refused, unverified
 
 
-def is_verified(rec: Mapping[str, Any]) -> bool:
+def is_verified(rec: RunRecord) -> bool:
     """False only for a record verification marked as having no predictions (unchecked records count as is)."""
-    return rec.get(VERIFIED_KEY) is not False
+    return rec.verified is not False
 
 
-def gate_records(records: Sequence[Dict[str, Any]], out: Path) -> Tuple[List[Dict[str, Any]], List[str]]:
+def gate_records(records: Sequence[RunRecord | Mapping[str, Any]], out: Path) -> Tuple[List[RunRecord], List[str]]:
     """``check``'s view: (verified records, one line per record refused or without predictions to check). A
     gate judges only numbers it recomputed, so an unverified record is refused here too."""
     kept, refused, unverified = verify_records(records, out)

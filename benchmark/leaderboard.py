@@ -16,6 +16,7 @@ from tabulate import tabulate
 from . import paired, published, ranks
 from .evaluate import METRICS, SHOT_GROUPS, THIRDS
 from .integrity import is_verified
+from .record import RunRecord, as_records
 from .reference import is_reference, provenance, reference_lines
 from .settings import (arch_of, code_family, dataset_label, describe, differing_keys, flatten, format_value,
                        group_by_settings, settings_key, settings_of, teacher_of)
@@ -49,16 +50,16 @@ class Row:
 
     label: str
     settings: Dict[str, Any]
-    records: List[Mapping[str, Any]]
+    records: List[RunRecord]
     diff: Dict[str, Any] = field(default_factory=dict)  # settings keys that tell this row from its peers
 
     @property
     def role(self) -> str:
-        return str(self.records[0].get("role"))
+        return self.records[0].role
 
     @property
     def method(self) -> str:
-        return str(self.records[0].get("method"))
+        return self.records[0].method
 
     @property
     def is_teacher(self) -> bool:
@@ -91,11 +92,11 @@ class Row:
     def section(self) -> Tuple[str, Any, Any]:
         """The table a row belongs to: (dataset + options, imbalance factor, teacher)."""
         rec = self.records[0]
-        return dataset_label(rec), rec.get("imbalance_factor"), self.teacher
+        return dataset_label(rec), rec.imbalance_factor, self.teacher
 
     @property
     def seeds(self) -> int:
-        return len({r.get("seed") for r in self.records})
+        return len({r.seed for r in self.records})
 
     @property
     def verified(self) -> bool:
@@ -104,24 +105,23 @@ class Row:
 
     @property
     def run_ids(self) -> List[str]:
-        return [str(r.get("run_id")) for r in self.records]
+        return [r.run_id for r in self.records]
 
     @property
     def class_counts(self) -> List[int]:
-        return list(self.records[0].get("class_counts") or [])
+        return list(self.records[0].class_counts or [])
 
     @property
     def epochs(self) -> Optional[int]:
         """Planned epochs of the recipe (what a reader means by "6 epochs")."""
-        recipe = self.records[0].get("recipe") or {}
-        return recipe.get("epochs", self.records[0].get("epochs"))
+        return (self.records[0].recipe or {}).get("epochs", self.records[0].epochs)
 
     def group_sizes(self, epoch: str = "final") -> Dict[str, int]:
-        return dict(self.records[0][epoch].get("group_sizes") or {})
+        return dict(self.records[0].result(epoch).get("group_sizes") or {})
 
     def values(self, metric: str, epoch: str = "final") -> List[float]:
         """The metric of every seed (seeds where it is undefined, e.g. an empty group, are left out)."""
-        return [float(r[epoch][metric]) for r in self.records if (r.get(epoch) or {}).get(metric) is not None]
+        return [float(r.result(epoch)[metric]) for r in self.records if r.result(epoch).get(metric) is not None]
 
     def metric(self, metric: str, epoch: str = "final") -> Tuple[float, float]:
         """(mean, sample std) over seeds; NaN mean where undefined, NaN std with a single seed."""
@@ -132,17 +132,18 @@ class Row:
 
     def per_class(self, epoch: str = "final") -> Tuple[np.ndarray, np.ndarray]:
         """(mean, std) of per-class accuracy over seeds (std 0 with one seed)."""
-        acc = np.array([r[epoch]["per_class_acc"] for r in self.records], dtype=np.float64)
+        acc = np.array([r.result(epoch)["per_class_acc"] for r in self.records], dtype=np.float64)
         return acc.mean(axis=0), acc.std(axis=0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
 
 
-def build_rows(records: Sequence[Mapping[str, Any]],
-               path_of: Callable[[Mapping[str, Any]], str] = lambda r: str(r.get("run_id"))) -> List[Row]:
-    """One :class:`Row` per setting among the ok records (seeds in order); duplicates raise ValueError."""
-    ok = [r for r in records if r.get("status") == "ok"]
+def build_rows(records: Sequence[RunRecord | Mapping[str, Any]],
+               path_of: Callable[[RunRecord], str] = lambda r: r.run_id) -> List[Row]:
+    """One :class:`Row` per setting among the ok records (seeds in order); duplicates raise ValueError. Plain
+    dicts are read as :class:`~benchmark.record.RunRecord` first."""
+    ok = [r for r in as_records(records) if r.ok]
     rows = []
     for label, recs in group_by_settings(ok, path_of).items():
-        recs = sorted(recs, key=lambda r: repr(r.get("seed")))
+        recs = sorted(recs, key=lambda r: repr(r.seed))
         rows.append(Row(label, settings_of(recs[0]), recs))
     for part in sections(rows).values():
         for row, diff in zip(part, differing_keys([r.settings for r in part])):
@@ -243,32 +244,33 @@ def _title(part: Sequence[Row]) -> str:
     return title + f" — teacher {teacher}" + (f" → student {', '.join(students)}" if students else "")
 
 
+def _common(rows: Sequence[Row], keys: Sequence[str]) -> List[str]:
+    """``key=value`` for each of ``keys`` (flattened settings) that every row has with one non-null value."""
+    flats = [flatten(r.settings) for r in rows]
+    same = [k for k in keys if all(k in f for f in flats) and flats[0][k] is not None
+            and len({settings_key({"v": f[k]}) for f in flats}) == 1]
+    return [f"{k.split('.')[-1]}={format_value(flats[0][k])}" for k in same]
+
+
 def _shared(part: Sequence[Row]) -> str:
     """The headline settings every row shares (data seed, code family; epochs, lr, ... per role), one line."""
-    def common(rows: Sequence[Row], keys: Sequence[str]) -> List[str]:
-        flats = [flatten(r.settings) for r in rows]
-        same = [k for k in keys if all(k in f for f in flats) and flats[0][k] is not None
-                and len({settings_key({"v": f[k]}) for f in flats}) == 1]
-        return [f"{k.split('.')[-1]}={format_value(flats[0][k])}" for k in same]
-
-    bits = [", ".join(common(part, ("data_seed", "code_family")))]
+    bits = [", ".join(_common(part, ("data_seed", "code_family")))]
     for role, name in (("teacher", "teacher"), ("student", "students")):
         rows = [r for r in part if r.role == role]
-        shared = common(rows, HEADLINE_KEYS) if rows else []
+        shared = _common(rows, HEADLINE_KEYS) if rows else []
         if shared:
             bits.append(f"{name}: " + ", ".join(shared))
     return "; ".join(b for b in bits if b)
 
 
-def code_versions(records: Sequence[Mapping[str, Any]]) -> List[str]:
+def code_versions(records: Sequence[RunRecord]) -> List[str]:
     """One line per distinct code version among the ok records (family, fingerprint, commit, dirty)."""
     seen: Dict[Tuple[Any, ...], int] = {}
     for rec in records:
-        if rec.get("status") != "ok":
+        if not rec.ok:
             continue
-        code = rec.get("code") if isinstance(rec.get("code"), Mapping) else {}
-        key = (code_family(rec), code.get("fingerprint"), code.get("git_commit", rec.get("git_commit")),
-               code.get("git_dirty", rec.get("git_dirty")))
+        code = rec.code if isinstance(rec.code, Mapping) else {}
+        key = (code_family(rec), code.get("fingerprint"), code.get("git_commit"), code.get("git_dirty"))
         seen[key] = seen.get(key, 0) + 1
     lines = []
     for (family, fp, commit, dirty), n in seen.items():
@@ -295,7 +297,7 @@ _INTRO = (
 )
 
 
-def markdown(rows: Sequence[Row], deltas: Mapping[str, Delta], records: Sequence[Mapping[str, Any]]) -> str:
+def markdown(rows: Sequence[Row], deltas: Mapping[str, Delta], records: Sequence[RunRecord]) -> str:
     """The whole ``leaderboard.md``: header, one table (+ legend) per section, methods, failed runs."""
     lines = _header_lines(records)
     for part in sections(rows).values():
@@ -303,7 +305,7 @@ def markdown(rows: Sequence[Row], deltas: Mapping[str, Delta], records: Sequence
     return "\n".join(lines + _footer_lines(records))
 
 
-def _header_lines(records: Sequence[Mapping[str, Any]]) -> List[str]:
+def _header_lines(records: Sequence[RunRecord]) -> List[str]:
     """What every leaderboard says first: how to read it, the Δ paragraph, the code versions it was built from."""
     lines = [*_INTRO, "", DELTA_PARAGRAPH, "", ranks.RANK_PARAGRAPH, ""]
     versions = code_versions(records)
@@ -354,18 +356,18 @@ def _settings_lines(part: Sequence[Row]) -> List[str]:
                     *[f"- `{r.label}` {r.name}: {describe(r.diff)}" for r in differing]]
 
 
-def _footer_lines(records: Sequence[Mapping[str, Any]]) -> List[str]:
+def _footer_lines(records: Sequence[RunRecord]) -> List[str]:
     """The legend of the methods in the tables, then the failed runs and why."""
     lines: List[str] = []
-    legend = _method_legend({r.get("method") for r in records if r.get("role") == "student"})
+    legend = _method_legend({r.method for r in records if r.is_student})
     if legend:
         lines += ["Methods:", "", *legend, ""]
-    if any(r.get("status") == "ok" and not is_verified(r) for r in records):
+    if any(r.ok and not is_verified(r) for r in records):
         lines += [f"{UNVERIFIED_MARK.strip()} unverified: no stored test predictions to recompute the numbers from.",
                   ""]
-    failed = [r for r in records if r.get("status") != "ok"]
+    failed = [r for r in records if not r.ok]
     if failed:
-        lines += ["Failed runs (not in the tables):", "", *[f"- `{r.get('run_id')}`: {r.get('reason')}" for r in failed],
+        lines += ["Failed runs (not in the tables):", "", *[f"- `{r.run_id}`: {r.reason}" for r in failed],
                   ""]
     return lines
 
@@ -407,7 +409,7 @@ def frame(rows: Sequence[Row], deltas: Mapping[str, Delta]):
             line.update(ranks.csv_fields(delta.table_ranks, r))  # rank_overall[_lo|_hi], rank_tail..., tied_best_*
             line.update(published.csv_fields(r))  # published value, its rule and source, ours minus it
             line["seeds"] = r.seeds
-            line["epoch"] = max(int(rec["final"].get("epoch") or 0) for rec in r.records)
+            line["epoch"] = max(int(rec.result("final").get("epoch") or 0) for rec in r.records)
             for g, n in r.group_sizes().items():
                 line[f"n_{g}"] = n
             line["code_family"] = r.settings.get("code_family")

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .record import RunRecord
 from .reference import results_dir_of
 
 __all__ = ["Interval", "PairedResult", "paired_bootstrap", "tail_classes", "load_predictions",
@@ -267,14 +268,14 @@ def load_predictions(out: Path, run_id: str) -> Optional[Tuple[np.ndarray, np.nd
     return pred, target
 
 
-def compare_records(recs_a: Sequence[Mapping[str, Any]], recs_b: Sequence[Mapping[str, Any]], out: Path,
+def compare_records(recs_a: Sequence[RunRecord], recs_b: Sequence[RunRecord], out: Path,
                     cache: Optional[Dict[str, Any]] = None, n_resamples: int = N_RESAMPLES,
                     seed: int = 0) -> Optional[PairedResult]:
     """Paired A - B over the seeds both record sets share; ``None`` where predictions are missing or the
     two sides were not evaluated on one test set (other targets, other training class counts)."""
     cache = {} if cache is None else cache
-    by_seed_a = {r.get("seed"): r for r in recs_a}
-    by_seed_b = {r.get("seed"): r for r in recs_b}
+    by_seed_a = {r.seed: r for r in recs_a}
+    by_seed_b = {r.seed: r for r in recs_b}
     common = sorted(set(by_seed_a) & set(by_seed_b), key=repr)
     if not common:
         return None
@@ -283,7 +284,7 @@ def compare_records(recs_a: Sequence[Mapping[str, Any]], recs_b: Sequence[Mappin
            n_resamples, seed)
     if key[0] is not None and key[1] is not None and key in _RESULTS:
         return _RESULTS[key]  # a long-lived runner regenerates after every run: unchanged pairs are reused
-    counts = by_seed_b[common[0]].get("class_counts")
+    counts = by_seed_b[common[0]].class_counts
     inputs = _paired_inputs(pairs, counts, lambda rec: _cached_predictions(out, cache, rec))
     if inputs is None:
         return None
@@ -297,17 +298,16 @@ def compare_records(recs_a: Sequence[Mapping[str, Any]], recs_b: Sequence[Mappin
 _RESULTS: Dict[tuple, PairedResult] = {}
 
 
-def _cached_predictions(out: Path, cache: Dict[str, Any], rec: Mapping[str, Any]
-                        ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+def _cached_predictions(out: Path, cache: Dict[str, Any], rec: RunRecord) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """:func:`load_predictions` of a record's run, read once per ``cache`` (a report compares a run many times)."""
-    rid = str(rec.get("run_id"))
+    rid = rec.run_id
     if rid not in cache:
         cache[rid] = load_predictions(results_dir_of(rec, out), rid)  # a reference row: its own folder
     return cache[rid]
 
 
-def _paired_inputs(pairs: Mapping[Any, Tuple[Mapping[str, Any], Mapping[str, Any]]], counts: Any,
-                   preds: Callable[[Mapping[str, Any]], Optional[Tuple[np.ndarray, np.ndarray]]]
+def _paired_inputs(pairs: Mapping[Any, Tuple[RunRecord, RunRecord]], counts: Any,
+                   preds: Callable[[RunRecord], Optional[Tuple[np.ndarray, np.ndarray]]]
                    ) -> Optional[Tuple[Dict[Any, np.ndarray], Dict[Any, np.ndarray], np.ndarray]]:
     """(A's predictions by seed, B's, the shared target) of the seed -> (record A, record B) ``pairs``; None
     where a side stored no predictions, or the runs differ in training class counts or test targets."""
@@ -318,7 +318,7 @@ def _paired_inputs(pairs: Mapping[Any, Tuple[Mapping[str, Any], Mapping[str, Any
         a, b = preds(rec_a), preds(rec_b)
         if a is None or b is None:
             return None
-        if rec_a.get("class_counts") != counts or rec_b.get("class_counts") != counts:
+        if rec_a.class_counts != counts or rec_b.class_counts != counts:
             return None
         target = a[1] if target is None else target
         if not (_same_target(a[1], target) and _same_target(b[1], target)):
@@ -332,13 +332,13 @@ def _same_target(t: np.ndarray, target: np.ndarray) -> bool:
     return t.shape == target.shape and np.array_equal(t, target)
 
 
-def _file_key(out: Path, recs: Sequence[Mapping[str, Any]]) -> Optional[tuple]:
+def _file_key(out: Path, recs: Sequence[RunRecord]) -> Optional[tuple]:
     """(run id, seed, size, mtime) of each run's predictions file: a result stays valid while these do."""
     key = []
     for rec in recs:
         try:
-            st = predictions_path(results_dir_of(rec, out), str(rec.get("run_id"))).stat()
+            st = predictions_path(results_dir_of(rec, out), rec.run_id).stat()
         except OSError:
             return None
-        key.append((str(results_dir_of(rec, out).resolve()), rec.get("run_id"), rec.get("seed"), st.st_size, st.st_mtime_ns))
+        key.append((str(results_dir_of(rec, out).resolve()), rec.run_id, rec.seed, st.st_size, st.st_mtime_ns))
     return tuple(key)

@@ -63,26 +63,32 @@ def row_styles(part: Sequence["Row"]) -> Dict[str, Dict[str, Any]]:
     return styles
 
 
+def _arch_epochs(rows: Sequence["Row"]) -> str:
+    """``cifar_cnn_tiny (6 epochs)`` for each (trained architecture, planned epochs) among ``rows``."""
+    pairs = sorted({(r.student, r.epochs) for r in rows}, key=repr)
+    return ", ".join(f"{a} ({format_value(e)} epoch{'' if e == 1 else 's'})" if e is not None else str(a)
+                     for a, e in pairs)
+
+
+def _absent_teacher(part: Sequence["Row"], students: Sequence["Row"]) -> str:
+    """``teacher cifar_cnn_small (10 epochs)`` for a table without a teacher row, from its students' settings."""
+    t_epochs = {(r.settings.get("teacher_recipe") or {}).get("epochs") for r in students}
+    t_epochs.discard(None)
+    return f"teacher {part[0].teacher}" + (f" ({', '.join(map(format_value, sorted(t_epochs)))} epochs)"
+                                           if t_epochs else "")
+
+
 def _subtitle(part: Sequence["Row"]) -> str:
     """``student cifar_cnn_tiny (6 epochs) · teacher cifar_cnn_small (10 epochs) · 1 seed``."""
     students = [r for r in part if not r.is_teacher]
     teachers = [r for r in part if r.is_teacher]
-
-    def epochs(rows: Sequence["Row"], arch_of) -> str:
-        pairs = sorted({(arch_of(r), r.epochs) for r in rows}, key=repr)
-        return ", ".join(f"{a} ({format_value(e)} epoch{'' if e == 1 else 's'})" if e is not None else str(a)
-                         for a, e in pairs)
-
     bits = []
     if students:
-        bits.append("student " + epochs(students, lambda r: r.student))
+        bits.append("student " + _arch_epochs(students))
     if teachers:
-        bits.append("teacher " + epochs(teachers, lambda r: r.student))
+        bits.append("teacher " + _arch_epochs(teachers))
     elif part:
-        t_epochs = {(r.settings.get("teacher_recipe") or {}).get("epochs") for r in students}
-        t_epochs.discard(None)
-        bits.append(f"teacher {part[0].teacher}" + (f" ({', '.join(map(format_value, sorted(t_epochs)))} epochs)"
-                                                    if t_epochs else ""))
+        bits.append(_absent_teacher(part, students))
     seeds = sorted({r.seeds for r in part})
     bits.append(f"{'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''}")
     return " · ".join(bits)

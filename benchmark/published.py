@@ -180,10 +180,10 @@ def entries(path: Optional[Path] = None) -> Tuple[Published, ...]:
 def _setting(row: Any) -> Optional[Dict[str, Any]]:
     """What an entry is matched on, from a leaderboard row's first record; None for a dataset with options."""
     rec = row.records[0]
-    if rec.get("data_options"):
+    if rec.data_options:
         return None  # e.g. n_max=600: not the published dataset
-    imb = rec.get("imbalance_factor")
-    return {"dataset": rec.get("dataset"), "imbalance_factor": None if imb is None else float(imb),
+    imb = rec.imbalance_factor
+    return {"dataset": rec.dataset, "imbalance_factor": None if imb is None else float(imb),
             "teacher": row.teacher, "student": row.student, "method": row.method, "role": row.role,
             "epochs": row.epochs}
 

@@ -193,7 +193,7 @@ def _row_predictions(row: "Row", out: Path, cache: Dict[str, Any]
             return None, None, "no stored predictions"
         if target is not None and not paired._same_target(loaded[1], target):
             return None, None, "its seeds were tested on different test sets"
-        preds[rec.get("seed")], target = loaded[0], loaded[1]
+        preds[rec.seed], target = loaded[0], loaded[1]
     return preds, np.asarray(target).astype(np.int64), ""
 
 

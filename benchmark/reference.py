@@ -15,21 +15,20 @@ A suite with a committed reference (``results/reference/<suite>/``: ``runs/`` re
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .fileio import atomic_write, atomic_write_text, sha256_file
+from .record import RunRecord
 from .settings import arch_of, dataset_label, differing_keys, describe, settings_key, settings_of, teacher_of
 
-__all__ = ["REFERENCE_ENV", "REFERENCE_KEY", "COPIED_KEY", "MAX_TEACHER_BYTES", "reference_root", "reference_dir",
+__all__ = ["REFERENCE_ENV", "COPIED_KEY", "MAX_TEACHER_BYTES", "reference_root", "reference_dir",
            "read_sums", "save_teachers", "adopt_teacher", "merge_records", "provenance",
            "is_reference", "reference_lines", "results_dir_of"]
 
 REFERENCE_ENV = "LTKD_REFERENCE_ROOT"
-REFERENCE_KEY = "_reference"  # in-memory mark of a record read from a reference folder (never written)
-COPIED_KEY = "copied_from"  # written into a teacher record copied from the reference
+COPIED_KEY = "copied_from"  # the record key (RunRecord.copied_from) of a teacher copied from the reference
 TEACHERS = "teachers"
 SUMS = "SHA256SUMS"
 MAX_TEACHER_BYTES = 16 << 20  # committed only when small (the quick teacher is ~1 MB)
@@ -72,13 +71,13 @@ def save_teachers(out: Path, log: Callable[[str], None] = print) -> List[Path]:
     store, folder = RunStore(out), Path(out) / TEACHERS
     saved, lines = [], []
     for rec in store.records():
-        src = store.teacher_weights(rec["run_id"])
-        if rec.get("role") != "teacher" or rec.get("status") != "ok" or not src.is_file():
+        src = store.teacher_weights(rec.run_id)
+        if not rec.is_teacher or not rec.ok or not src.is_file():
             continue
         if src.stat().st_size > MAX_TEACHER_BYTES:
-            log(f"teacher {rec['run_id']}: {src.stat().st_size >> 20} MiB, above the 16 MiB kept in the reference")
+            log(f"teacher {rec.run_id}: {src.stat().st_size >> 20} MiB, above the 16 MiB kept in the reference")
             continue
-        dst = folder / f"{rec['run_id']}.pt"
+        dst = folder / f"{rec.run_id}.pt"
         atomic_write(dst, lambda fh, s=src: fh.write(s.read_bytes()))
         lines.append(f"{sha256_file(dst)}  {dst.name}")
         saved.append(dst)
@@ -97,7 +96,7 @@ def adopt_teacher(store: Any, run_id: str, suite: Optional[str], log: Callable[[
         return False
     rec_path = ref / "runs" / f"{run_id}.json"
     have = store.load(run_id) if store.record_path(run_id).exists() else None
-    if not rec_path.is_file() or (have is not None and have.get("status") == "ok"
+    if not rec_path.is_file() or (have is not None and have.ok
                                   and store.teacher_weights(run_id).exists()):
         return False
     weights, expected = ref / TEACHERS / f"{run_id}.pt", read_sums(ref).get(f"{run_id}.pt")
@@ -131,29 +130,28 @@ def _copy_teacher(store: Any, ref: Path, run_id: str, sha: str) -> None:
     if preds.is_file():
         data = preds.read_bytes()
         atomic_write(store.predictions_path(run_id), lambda fh: fh.write(data))
-    rec = json.loads((ref / "runs" / f"{run_id}.json").read_text())
-    rec[COPIED_KEY] = {"reference": str(ref), "weights_sha256": sha}
-    atomic_write_text(store.record_path(run_id), json.dumps(rec, indent=1) + "\n")
+    rec = RunRecord.load(ref / "runs" / f"{run_id}.json")
+    rec.copied_from = {"reference": str(ref), "weights_sha256": sha}
+    rec.save(store.record_path(run_id))
 
 
 # ----------------------------------------------------------------------------- leaderboard rows
 
 
-def is_reference(rec: Mapping[str, Any]) -> bool:
+def is_reference(rec: RunRecord) -> bool:
     """A record made by the committed reference run (read from it, or a teacher copied from it)."""
-    return REFERENCE_KEY in rec or COPIED_KEY in rec
+    return rec.reference_dir is not None or rec.copied_from is not None
 
 
-def results_dir_of(rec: Mapping[str, Any], out: Path) -> Path:
+def results_dir_of(rec: RunRecord, out: Path) -> Path:
     """The results folder holding a record's predictions: its reference folder, else ``out``."""
-    mark = rec.get(REFERENCE_KEY)
-    return Path(mark["dir"]) if isinstance(mark, Mapping) else Path(out)
+    return Path(rec.reference_dir) if rec.reference_dir is not None else Path(out)
 
 
-def provenance(rec: Mapping[str, Any]) -> str:
+def provenance(rec: RunRecord) -> str:
     """Which code and machine made a record: ``commit 57ba431aad (clean tree) on cpu: x86_64 (2 threads), host vm``."""
-    code = rec.get("code") if isinstance(rec.get("code"), Mapping) else {}
-    env = rec.get("env") if isinstance(rec.get("env"), Mapping) else {}
+    code = rec.code if isinstance(rec.code, Mapping) else {}
+    env = rec.env if isinstance(rec.env, Mapping) else {}
     commit = code.get("git_commit")
     tree = {True: "dirty tree", False: "clean tree"}.get(code.get("git_dirty"), "tree state unknown")
     where = env.get("device") or "unknown device"
@@ -161,65 +159,69 @@ def provenance(rec: Mapping[str, Any]) -> str:
     return f"commit {commit[:10] if commit else 'unknown'} ({tree}) on {where}{host}"
 
 
-def _context(rec: Mapping[str, Any]) -> str:
+def _context(rec: RunRecord) -> str:
     """A student's settings minus its method: what a reference row must share with this folder's rows."""
     return settings_key({k: v for k, v in settings_of(rec).items() if k not in ("method", "method_params")})
 
 
-def _row_key(rec: Mapping[str, Any]) -> Tuple[Any, ...]:
+def _row_key(rec: RunRecord) -> Tuple[Any, ...]:
     """The leaderboard place of a record: table, role, student and method (a local row replaces a reference one)."""
-    return (dataset_label(rec), rec.get("imbalance_factor"), teacher_of(rec), arch_of(rec), rec.get("role"),
-            rec.get("method"))
+    return dataset_label(rec), rec.imbalance_factor, teacher_of(rec), arch_of(rec), rec.role, rec.method
 
 
-def _load(ref: Path) -> List[Dict[str, Any]]:
+def _load(ref: Path) -> List[RunRecord]:
+    """The ok records of a reference folder, each marked with the folder it was read from."""
     from .results import RunStore
 
-    recs = [r for r in RunStore(ref).records() if r.get("status") == "ok"]
+    recs = [r for r in RunStore(ref).records() if r.ok]
     for r in recs:
-        r[REFERENCE_KEY] = {"dir": str(ref)}
+        r.reference_dir = str(ref)
     return recs
 
 
-def merge_records(records: Sequence[Dict[str, Any]], out: Path) -> Tuple[List[Dict[str, Any]], List[str]]:
+def merge_records(records: Sequence[RunRecord], out: Path) -> Tuple[List[RunRecord], List[str]]:
     """``records`` plus the reference records of the same exact settings, and one note per reference left out.
 
     Per suite among the ok student records: reference students whose settings equal those of a local student
     but for the method, and their teachers; a method (or teacher) trained locally keeps only its local row (a
     teacher copied from the reference is the reference's row, with all its seeds).
     """
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.ok]
     merged, notes = list(records), []
-    for suite in sorted({str(r.get("suite")) for r in ok if r.get("role") == "student"}):
+    for suite in sorted({str(r.suite) for r in ok if r.is_student}):
         ref = reference_dir(suite)
-        if ref is None or ref.resolve() == Path(out).resolve():
-            continue
-        local = [r for r in ok if str(r.get("suite")) == suite]
-        added, note = _select(local, _load(ref), [r for r in ok if COPIED_KEY not in r], ref)
-        ids = {r["run_id"] for r in added}  # a copied teacher gives way to the reference's row (all its seeds)
-        merged = [r for r in merged if not (COPIED_KEY in r and r.get("run_id") in ids)] + added
-        notes += [note] if note else []
+        if ref is not None and ref.resolve() != Path(out).resolve():
+            merged, note = _merge_suite(merged, ok, suite, ref)
+            notes += [note] if note else []
     return merged, notes
 
 
-def _select(local: Sequence[Mapping[str, Any]], ref_recs: Sequence[Dict[str, Any]], all_local: Sequence[Mapping],
-            ref: Path) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+def _merge_suite(merged: List[RunRecord], ok: Sequence[RunRecord], suite: str, ref: Path
+                 ) -> Tuple[List[RunRecord], Optional[str]]:
+    """``merged`` plus the rows of reference ``ref`` that ``suite``'s local records rank beside, and any note."""
+    local = [r for r in ok if str(r.suite) == suite]
+    added, note = _select(local, _load(ref), [r for r in ok if r.copied_from is None], ref)
+    ids = {r.run_id for r in added}  # a copied teacher gives way to the reference's row (all its seeds)
+    return [r for r in merged if not (r.copied_from is not None and r.run_id in ids)] + added, note
+
+
+def _select(local: Sequence[RunRecord], ref_recs: Sequence[RunRecord], all_local: Sequence[RunRecord],
+            ref: Path) -> Tuple[List[RunRecord], Optional[str]]:
     """The reference records to rank beside ``local`` (same settings, not already a local row), or a note."""
-    contexts = {_context(r) for r in local if r.get("role") == "student"}
+    contexts = {_context(r) for r in local if r.is_student}
     taken: Set[Tuple[Any, ...]] = {_row_key(r) for r in all_local}
-    students = [r for r in ref_recs if r.get("role") == "student" and _context(r) in contexts]
+    students = [r for r in ref_recs if r.is_student and _context(r) in contexts]
     if not students:
         return [], _mismatch_note(local, ref_recs, ref)
-    teacher_ids = {r.get("teacher_run_id") for r in students}
-    teachers = [r for r in ref_recs if r.get("role") == "teacher" and r.get("run_id") in teacher_ids]
+    teacher_ids = {r.teacher_run_id for r in students}
+    teachers = [r for r in ref_recs if r.is_teacher and r.run_id in teacher_ids]
     return [r for r in teachers + students if _row_key(r) not in taken], None
 
 
-def _mismatch_note(local: Sequence[Mapping[str, Any]], ref_recs: Sequence[Mapping[str, Any]], ref: Path
-                   ) -> Optional[str]:
+def _mismatch_note(local: Sequence[RunRecord], ref_recs: Sequence[RunRecord], ref: Path) -> Optional[str]:
     """Why no reference row is shown: the first local student's settings that differ from the reference's."""
-    mine = next((r for r in local if r.get("role") == "student"), None)
-    theirs = next((r for r in ref_recs if r.get("role") == "student"), None)
+    mine = next((r for r in local if r.is_student), None)
+    theirs = next((r for r in ref_recs if r.is_student), None)
     if mine is None or theirs is None:
         return None
     strip = lambda r: {k: v for k, v in settings_of(r).items() if k not in ("method", "method_params")}  # noqa: E731
@@ -228,15 +230,14 @@ def _mismatch_note(local: Sequence[Mapping[str, Any]], ref_recs: Sequence[Mappin
             "rows of different settings are never mixed")
 
 
-def reference_lines(records: Sequence[Mapping[str, Any]]) -> List[str]:
+def reference_lines(records: Sequence[RunRecord]) -> List[str]:
     """The leaderboard's note on its reference rows: where they come from, the code and machine that made them."""
-    refs = [r for r in records if r.get("status") == "ok" and is_reference(r)]
+    refs = [r for r in records if r.ok and is_reference(r)]
     if not refs:
         return []
     by_source: Dict[Tuple[str, str], int] = {}
     for r in refs:
-        mark = r.get(REFERENCE_KEY) or {}
-        where = str(mark.get("dir") or (r.get(COPIED_KEY) or {}).get("reference"))
+        where = str(r.reference_dir or (r.copied_from or {}).get("reference"))
         key = (where, provenance(r))
         by_source[key] = by_source.get(key, 0) + 1
     lines = ["Reference rows (marked `(ref)`) come from the committed reference run, not retrained here "

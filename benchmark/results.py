@@ -1,4 +1,4 @@
-"""Run store and reporting: atomic JSON run records -> leaderboard.md / .csv and plots (PNG + SVG).
+"""Run store and reporting: atomic JSON run records (benchmark.record.RunRecord) -> leaderboard.md / .csv, plots.
 
 Tables and plots are generated only from the records in ``<out>/runs/`` (and the test predictions
 beside them): rows are settings-exact (``benchmark.leaderboard``), plots in ``benchmark.plots``. Each
@@ -15,15 +15,16 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import leaderboard as lb
 from .fileio import atomic_write_text
+from .record import RecordError, RunRecord, as_record
 from .plots import write_plots as _plots
 from .settings import dataset_label, record_path
 
-__all__ = ["RunStore", "atomic_write_text", "dataset_label", "leaderboard_frame", "write_leaderboard", "write_plots",
-           "regenerate"]
+__all__ = ["RunStore", "RunRecord", "atomic_write_text", "dataset_label", "leaderboard_frame", "write_leaderboard",
+           "write_plots", "regenerate"]
 
 
 @contextlib.contextmanager
@@ -109,49 +110,40 @@ class RunStore:
     def exists(self, run_id: str) -> bool:
         """A finished run (its record exists and says ok)."""
         rec = self.load(run_id)
-        return rec is not None and rec.get("status") == "ok"
+        return rec is not None and rec.ok
 
-    #: Keys (and types) every run record has, and those an ``ok`` record adds; anything else in ``runs/`` is skipped.
-    RECORD_KEYS = {"run_id": str, "status": str, "role": str, "dataset": str, "method": str, "seed": int}
-    OK_KEYS = {"final": dict, "best": dict, "class_counts": list}
-    RESULT_KEYS = ("epoch", "overall", "per_class_acc", "group_sizes")
+    @staticmethod
+    def record_problem(rec: Any, path: Path) -> Optional[str]:
+        """Why ``rec`` (parsed from ``path``) is not a usable run record, or None when it is one."""
+        return _checked(rec, path)[1]
 
-    @classmethod
-    def record_problem(cls, rec: Any, path: Path) -> Optional[str]:
-        """Why ``rec`` (parsed from ``path``) is not a run record of this schema, or None when it is one."""
-        if not isinstance(rec, dict):
-            return f"a JSON {type(rec).__name__}, not a run record (an object)"
-        keys = {**cls.RECORD_KEYS, **(cls.OK_KEYS if rec.get("status") == "ok" else {})}
-        return (_missing_keys(rec, keys) or _wrong_types(rec, keys) or _run_id_mismatch(rec, path)
-                or _incomplete_results(rec, cls.RESULT_KEYS))
-
-    def _read(self, path: Path) -> Optional[Dict[str, Any]]:
+    def _read(self, path: Path) -> Optional[RunRecord]:
         """The record in ``path``, or None with ONE warning naming the file and why (never an exception)."""
         try:
             rec = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as err:  # unreadable, binary, truncated or not JSON
             why = f"not valid JSON ({type(err).__name__}: {' '.join(str(err).split())})"
         else:
-            why = self.record_problem(rec, path)
-            if why is None:
-                return rec
+            typed, why = _checked(rec, path)
+            if typed is not None:
+                return typed
         warnings.warn(f"{path}: skipped, {why}; the run is redone if a suite needs it (delete or move the file "
                       f"to silence this)", RuntimeWarning)  # one place: shown once per file
         return None
 
-    def load(self, run_id: str) -> Optional[Dict[str, Any]]:
+    def load(self, run_id: str) -> Optional[RunRecord]:
         """The record of ``run_id``; None when absent or unusable (then the run is redone and the file replaced)."""
         path = self.record_path(run_id)
         if not path.exists():
             return None
         return self._read(path)
 
-    def write(self, record: Dict[str, Any]) -> Path:
-        path = self.record_path(record["run_id"])
-        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=_json_default) + "\n")
-        return path
+    def write(self, record: RunRecord | Mapping[str, Any]) -> Path:
+        """Write ``record`` (a plain dict is read as a RunRecord first) to ``runs/<run_id>.json`` atomically."""
+        record = as_record(record)
+        return record.save(self.record_path(record.run_id))
 
-    def records(self) -> List[Dict[str, Any]]:
+    def records(self) -> List[RunRecord]:
         """Every valid record in ``runs/``; a truncated, binary or foreign file is skipped with one warning."""
         out = []
         for path in sorted(self.runs.glob("*.json")):
@@ -161,30 +153,20 @@ class RunStore:
         return out
 
 
-def _missing_keys(rec: Mapping[str, Any], keys: Mapping[str, type]) -> Optional[str]:
-    """The schema keys ``rec`` lacks (``arch`` may be spelled ``student_arch``, as older records do), or None."""
-    missing = [k for k in keys if k not in rec] + ([] if ("arch" in rec or "student_arch" in rec) else ["arch"])
-    return f"missing {', '.join(missing)} (not a run record of this schema)" if missing else None
+def _checked(raw: Any, path: Path) -> Tuple[Optional[RunRecord], Optional[str]]:
+    """(``raw`` as a record, None), or (None, why it is not a usable one): not a record of any schema, a field of
+    the wrong type, a file not named after its run id, an ok record without its results."""
+    try:
+        rec = RunRecord.from_json(raw)
+    except RecordError as err:
+        return None, str(err)
+    why = _run_id_mismatch(rec, path) or rec.result_problem()
+    return (None, why) if why else (rec, None)
 
 
-def _wrong_types(rec: Mapping[str, Any], keys: Mapping[str, type]) -> Optional[str]:
-    """The schema keys whose value has another type (a bool is not an int here), or None."""
-    wrong = [k for k, tp in keys.items() if not isinstance(rec[k], tp) or (tp is int and isinstance(rec[k], bool))]
-    return f"{', '.join(wrong)} of the wrong type" if wrong else None
-
-
-def _run_id_mismatch(rec: Mapping[str, Any], path: Path) -> Optional[str]:
+def _run_id_mismatch(rec: RunRecord, path: Path) -> Optional[str]:
     """A record must live in ``<run_id>.json``: a copied or renamed file would shadow another run."""
-    return f"its run_id '{rec['run_id']}' does not match the file name" if rec["run_id"] != path.stem else None
-
-
-def _incomplete_results(rec: Mapping[str, Any], result_keys: Sequence[str]) -> Optional[str]:
-    """For an ok record, the first of ``final`` / ``best`` that lacks a result key, or None."""
-    for part in ("final", "best") if rec["status"] == "ok" else ():
-        absent = [k for k in result_keys if k not in rec[part]]
-        if absent:
-            return f"'{part}' lacks {', '.join(absent)}"
-    return None
+    return f"its run_id '{rec.run_id}' does not match the file name" if rec.run_id != path.stem else None
 
 
 def _tensorboard_writer(folder: Path):
@@ -196,25 +178,17 @@ def _tensorboard_writer(folder: Path):
     return SummaryWriter(log_dir=str(folder))
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "__fspath__"):
-        return os.fspath(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 # ----------------------------------------------------------------------------- tables and plots
 # Settings-exact rows and the paired "Δ vs kd" columns: benchmark/leaderboard.py; plots: benchmark/plots.py.
 # ``dataset_label`` is re-exported (check.run_label names runs with it).
 
 
-def _record_path(out: Path) -> Callable[[Mapping[str, Any]], str]:
+def _record_path(out: Path) -> Callable[[RunRecord], str]:
     """A function naming a record's file under ``out``, for errors (duplicate seed of one setting)."""
     return functools.partial(record_path, Path(out))
 
 
-def leaderboard_frame(records: List[Dict[str, Any]], out: Optional[os.PathLike | str] = None):
+def leaderboard_frame(records: List[RunRecord], out: Optional[os.PathLike | str] = None):
     """One line per exact setting (all its seeds): mean/std of every metric, label, run ids, Δ vs kd.
 
     ``out`` is the results folder holding the predictions; without it the Δ columns stay empty.
@@ -224,7 +198,7 @@ def leaderboard_frame(records: List[Dict[str, Any]], out: Optional[os.PathLike |
     return lb.frame(rows, deltas)
 
 
-def _write_tables(rows: list, records: List[Dict[str, Any]], out: Path) -> str:
+def _write_tables(rows: list, records: List[RunRecord], out: Path) -> str:
     """Write ``leaderboard.csv`` and ``leaderboard.md`` of ``rows`` into ``out``; returns the Markdown."""
     deltas = lb.compute_deltas(rows, out)
     text = lb.markdown(rows, deltas, records)
@@ -233,7 +207,7 @@ def _write_tables(rows: list, records: List[Dict[str, Any]], out: Path) -> str:
     return text
 
 
-def write_leaderboard(records: List[Dict[str, Any]], out: Path) -> Optional[str]:
+def write_leaderboard(records: List[RunRecord], out: Path) -> Optional[str]:
     """``leaderboard.md`` and ``leaderboard.csv`` (2 decimals, run ids, settings labels) from records.
 
     Returns the Markdown, or None when no run finished ok. Two records of one seed and one setting
@@ -244,7 +218,7 @@ def write_leaderboard(records: List[Dict[str, Any]], out: Path) -> Optional[str]
     return _write_tables(rows, records, out) if rows else None
 
 
-def write_plots(records: List[Dict[str, Any]], out: Path,
+def write_plots(records: List[RunRecord], out: Path,
                 per_class_methods: Optional[List[str]] = None) -> List[Path]:
     """Per table: tail-vs-overall, group bars and per-class plots (PNG + SVG) in ``out/plots``."""
     out = Path(out)
@@ -277,7 +251,7 @@ def regenerate(out: os.PathLike | str, reference: bool = False,
     return text
 
 
-def _verified(records: List[Dict[str, Any]], out: Path, log: Optional[Callable[[str], None]]) -> List[Dict[str, Any]]:
+def _verified(records: List[RunRecord], out: Path, log: Optional[Callable[[str], None]]) -> List[RunRecord]:
     """``records`` checked against their stored predictions (benchmark.integrity): a record whose numbers or
     checksum disagree is left out with one warning naming its file; one without predictions is marked unverified."""
     from .integrity import verify_records

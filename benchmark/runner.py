@@ -31,10 +31,10 @@ from .device import effective_recipe
 from .distributed import barrier, broadcast, is_main
 from .evaluate import GROUPS
 from .fileio import atomic_savez, atomic_torch_save, sha256_file
-from .integrity import CHECKSUM_KEY
 from .models import create_model, feature_dim, map_shapes
 from .provenance import RESULTS_FAMILY, code_info, environment_info
-from .reference import COPIED_KEY, adopt_teacher
+from .record import RunContext, RunRecord
+from .reference import adopt_teacher
 from .results import RunStore, file_lock, regenerate
 from .train import RunInterrupted, StopRequest, Trainer, TrainResult
 
@@ -184,8 +184,13 @@ class Outcome:
     run_id: str
     role: str
     status: str
-    record: Optional[Dict[str, Any]] = None
+    record: Optional[RunRecord] = None
     note: str = ""
+
+
+def _fingerprint(rec: RunRecord) -> Optional[str]:
+    """The code fingerprint a record was made by (None for records written before fingerprints existed)."""
+    return (rec.code or {}).get("fingerprint")
 
 
 _DETERMINISTIC = "deterministic"  # failure kinds: a rerun would fail the same way (not retried unless asked)
@@ -217,7 +222,7 @@ class GridRunner:
                 outcomes.append(self.ensure_teacher(spec))
                 self._check_stop()
         for cell in cells([s for s in specs if s.role == "student"], self.opts.together):
-            outcomes += self.run_cell(cell)
+            outcomes += self.run_student_cell(cell)
             self._check_stop()
         # teachers trained for students of this call but not among its specs (e.g. a submitit student task)
         listed = {o.run_id for o in outcomes}
@@ -228,24 +233,24 @@ class GridRunner:
         if self.opts.stop.hit:  # e.g. Ctrl-C during a final evaluation: the run was recorded, the grid stops
             raise RunInterrupted("stopped on request after the last recorded run; rerun the same command to resume")
 
-    def _status(self, spec: RunSpec) -> Tuple[str, Optional[Dict[str, Any]]]:
+    def _status(self, spec: RunSpec) -> Tuple[str, Optional[RunRecord]]:
         """``done``, ``failed`` (deterministically, not to retry) or ``todo``, and the record if any."""
         rec = self.store.load(spec.run_id)
         if rec is None:
             return "todo", None
-        if rec.get("status") == "ok":
+        if rec.ok:
             if spec.role == "teacher" and not self.store.teacher_weights(spec.run_id).exists():
                 return "todo", rec
             stale = self._stale(rec)
             return ("todo" if stale and self.opts.retrain_stale else "done"), rec
-        if rec.get("failure_kind") == _DETERMINISTIC and not self.opts.retry_failed:
+        if rec.failure_kind == _DETERMINISTIC and not self.opts.retry_failed:
             return "failed", rec
         return "todo", rec
 
-    def _stale(self, rec: Dict[str, Any]) -> bool:
+    def _stale(self, rec: RunRecord) -> bool:
         """Recorded by other code (another fingerprint); a teacher copied from the committed reference is pinned by
         its sha256 instead, so ``--retrain-stale`` keeps it (delete its record to train it here)."""
-        return rec.get("code", {}).get("fingerprint") != self._code["fingerprint"] and COPIED_KEY not in rec
+        return _fingerprint(rec) != self._code["fingerprint"] and rec.copied_from is None
 
     @contextlib.contextmanager
     def _locked(self, specs: Sequence[RunSpec]) -> Iterator[None]:
@@ -256,12 +261,12 @@ class GridRunner:
                     stack.enter_context(file_lock(self.store.lock_path(rid)))
             yield
 
-    def _skip(self, spec: RunSpec, status: str, rec: Optional[Dict[str, Any]]) -> Outcome:
+    def _skip(self, spec: RunSpec, status: str, rec: Optional[RunRecord]) -> Outcome:
         if status == "failed":
             return Outcome(spec.run_id, spec.role, "failed", rec,
-                           f"failed earlier ({rec.get('reason')}); --retry-failed retrains it")
+                           f"failed earlier ({rec.reason}); --retry-failed retrains it")
         stale = self._stale(rec)
-        note = (f"recorded by other code (fingerprint {rec.get('code', {}).get('fingerprint', 'none')}, now "
+        note = (f"recorded by other code (fingerprint {_fingerprint(rec) or 'none'}, now "
                 f"{self._code['fingerprint']}); --retrain-stale retrains it") if stale else ""
         return Outcome(spec.run_id, spec.role, "skipped", rec, note)
 
@@ -273,9 +278,13 @@ class GridRunner:
         if self.opts.reference and is_main():  # the committed teacher of these exact settings, if it checks out
             adopt_teacher(self.store, spec.run_id, self.cfg.name, self.log)
         barrier()
-        outcome = self._run_locked([spec], teacher=None)[0]
+        outcome = self._train_teacher(spec)
         self._teachers[spec.run_id] = outcome
         return outcome
+
+    def _train_teacher(self, spec: RunSpec) -> Outcome:
+        """Train a teacher run unless it is recorded: a cell of one that learns from the labels alone."""
+        return self._train_unrecorded([spec])[0]
 
     def _teacher_spec_of(self, spec: RunSpec) -> Tuple[RunSpec, Pair]:
         """The teacher spec (and its pair) a student spec names, rebuilt from this suite."""
@@ -292,9 +301,9 @@ class GridRunner:
         t_spec, _ = self._teacher_spec_of(spec)
         outcome = self.ensure_teacher(t_spec)
         if outcome.status == "failed" or not self.store.teacher_weights(t_spec.run_id).exists():
-            reason = (outcome.record or {}).get("reason")
-            raise _CellFailed(f"its teacher {t_spec.run_id} failed: {reason}", (outcome.record or {}).get(
-                "failure_kind", _ERROR))
+            rec = outcome.record
+            raise _CellFailed(f"its teacher {t_spec.run_id} failed: {rec.reason if rec else None}",
+                              (rec.failure_kind if rec else None) or _ERROR)
         model = self._model(spec.teacher_arch, train_data)
         model.load_state_dict(self._teacher_state(self.store.teacher_weights(t_spec.run_id)))
         return model
@@ -312,25 +321,27 @@ class GridRunner:
                               f"to {bad.name}: rerun the same command to retrain the teacher", _ERROR) from None
 
     # ------------------------------------------------------------------ cells
-    def run_cell(self, specs: Sequence[RunSpec]) -> List[Outcome]:
-        """Train a cell's unrecorded runs together; recorded ones are skipped (counted as such)."""
-        return self._run_locked(specs, teacher=True)
+    def run_student_cell(self, specs: Sequence[RunSpec]) -> List[Outcome]:
+        """Train a cell's unrecorded student runs together, distilling from their teacher; recorded ones are
+        skipped (counted as such)."""
+        return self._train_unrecorded(specs)
 
-    def _run_locked(self, specs: Sequence[RunSpec], teacher: Optional[bool]) -> List[Outcome]:
+    def _train_unrecorded(self, specs: Sequence[RunSpec]) -> List[Outcome]:
+        """Under the runs' locks: skip the recorded runs (or deterministic failures), train the rest as one cell."""
         with self._locked(specs):
             statuses = broadcast([self._status(s) for s in specs])  # DDP: rank 0's view decides for every rank
             outcomes = {s.run_id: self._skip(s, st, rec) for s, (st, rec) in zip(specs, statuses) if st != "todo"}
             todo = [s for s, (st, _) in zip(specs, statuses) if st == "todo"]
             if todo:
-                for o in self._train(todo, with_teacher=bool(teacher)):
+                for o in self._fit_cell(todo):
                     outcomes[o.run_id] = o
         return [outcomes[s.run_id] for s in specs]
 
-    def _train(self, specs: List[RunSpec], with_teacher: bool) -> List[Outcome]:
+    def _fit_cell(self, specs: List[RunSpec]) -> List[Outcome]:
         """Train one cell: its data and teacher, a Trainer with every student, then a record per run."""
         t0 = time.perf_counter()
         try:
-            trainer, train_data = self._trainer(specs, with_teacher)
+            trainer, train_data = self._build_trainer(specs)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # the cell cannot start: every run of it is recorded as failed
@@ -359,13 +370,12 @@ class GridRunner:
         barrier()  # DDP: ranks go on only once records and weights are on disk
         return outcomes
 
-    def _trainer(self, specs: List[RunSpec], with_teacher: bool) -> Tuple[Trainer, Any]:
-        """The cell's data, its teacher (only when some method uses it) and an empty Trainer."""
+    def _build_trainer(self, specs: List[RunSpec]) -> Tuple[Trainer, Any]:
+        """The cell's data, its teacher (:meth:`_cell_teacher`) and an empty Trainer."""
         first = specs[0]
         recipe = first.train_recipe()
         train_data, test_data = self.data(first, recipe)
-        needs_teacher = with_teacher and any(methods.get_method(s.method).requires_teacher for s in specs)
-        teacher = self._teacher_model(first, train_data) if needs_teacher else None
+        teacher = self._cell_teacher(specs, train_data)
         label = (f"teacher {first.arch}" if first.role == "teacher" else
                  f"{first.teacher_arch}->{first.arch} [{', '.join(s.method for s in specs)}]")
         self.log(f"==> {label} on {first.dataset}" + (f" IF {first.imbalance_factor:g}" if first.imbalance_factor
@@ -377,6 +387,13 @@ class GridRunner:
                           stop=self.opts.stop, desc=label, progress=self.opts.progress, log=self.log,
                           member_log=self._member_log, epoch_report=CellTable(names, recipe.epochs, self.log))
         return trainer, train_data
+
+    def _cell_teacher(self, specs: List[RunSpec], train_data: Any) -> Optional[torch.nn.Module]:
+        """The frozen teacher a cell distils from: None for a teacher run, and for a student cell whose methods
+        all train without one (``requires_teacher = False``), so none is loaded or trained for it."""
+        if specs[0].role == "teacher" or not any(methods.get_method(s.method).requires_teacher for s in specs):
+            return None
+        return self._teacher_model(specs[0], train_data)
 
     def _outcome(self, spec: RunSpec, train_data: Any, result: Optional[TrainResult],
                  failed: Optional[Tuple[str, str]], student: Optional[torch.nn.Module], t0: float) -> Outcome:
@@ -421,7 +438,7 @@ class GridRunner:
             if result is not None and result.predictions is not None:
                 atomic_savez(self.store.predictions_path(spec.run_id), pred=result.predictions.astype("int32"),
                              target=result.targets.astype("int32"))
-                record[CHECKSUM_KEY] = sha256_file(self.store.predictions_path(spec.run_id))  # binds the numbers
+                record.predictions_sha256 = sha256_file(self.store.predictions_path(spec.run_id))  # binds the numbers
             if student is not None and spec.role == "teacher":
                 atomic_torch_save(student.state_dict(), self.store.teacher_weights(spec.run_id))
             elif student is not None and self.opts.keep_students:
@@ -429,7 +446,7 @@ class GridRunner:
             self.store.write(record)
             self.store.checkpoint_path(spec.run_id).unlink(missing_ok=True)
         if status == "ok":
-            f = record["final"]
+            f = record.final
             line = (f"<== {spec.run_id}: overall {f['overall']:.2f}%, " + ", ".join(
                 f"{g} {f[g]:.1f}" for g in GROUPS
                 if f.get(g) is not None) + f" ({time.perf_counter() - t0:.0f}s)")
@@ -474,40 +491,26 @@ class GridRunner:
         return self._env
 
     def _record(self, spec: RunSpec, train_data: Any, result: Optional[TrainResult], status: str,
-                reason: Optional[str], kind: Optional[str]) -> Dict[str, Any]:
-        recipe = dict(spec.recipe)
-        rec: Dict[str, Any] = {
-            "run_id": spec.run_id, "status": status, "reason": reason, "failure_kind": kind, "role": spec.role,
-            "suite": self.cfg.name, "dataset": spec.dataset, "imbalance_factor": spec.imbalance_factor,
-            "data_seed": spec.data_seed, "data_options": dict(spec.data_options), "seed": spec.seed,
-            "arch": spec.arch, "teacher_arch": spec.teacher_arch if spec.role == "student" else spec.arch,
-            "teacher_run_id": spec.teacher_id, "method": spec.method, "method_params": dict(spec.method_params),
-            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
-            "student_lr": spec.student_lr, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "code": self._code, "env": self.env(),
-            "effective": {"device": str(self.device), "amp_dtype": "bfloat16" if recipe.get("amp") else None,
-                          "channels_last": recipe.get("channels_last"), "compile": recipe.get("compile"),
-                          "fused_sgd": self.device.type == "cuda", "deterministic": self.cfg.deterministic,
-                          "cell_size": result.cell_size if result is not None else None},
-            "config": self.cfg.to_dict(),
-        }
-        if spec.init is not None:
-            pair = self._pair_of_teacher(spec)
-            rec["init"] = {"origin": "timm pretrained" if spec.init == "timm" else pair.teacher_weights,
-                           "sha256": spec.init.split(":", 1)[1] if spec.init.startswith("sha256:") else None,
-                           "finetuned": dict(spec.recipe)["epochs"] > 0}
-        if spec.role == "student":
-            rec["student_arch"] = spec.arch
-            t_rec = self.store.load(spec.teacher_id) if spec.teacher_id else None
-            rec["teacher_recipe"] = (t_rec or {}).get("recipe")
-        if train_data is not None:
-            rec.update({"num_classes": train_data.num_classes, "class_counts": list(train_data.class_counts)})
-        if result is not None:
-            rec.update({"final": result.final, "best": result.best, "epochs": result.epochs_completed,
-                        "history": result.history, "wall_time_s": result.wall_time_s,
-                        "train_time_s": result.train_time_s, "images_per_s": result.images_per_s,
-                        "resumed_from": result.resumed_from})
-        return rec
+                reason: Optional[str], kind: Optional[str]) -> RunRecord:
+        """The run's record (built once, :meth:`RunRecord.from_run`), with its teacher's recipe for a student."""
+        t_rec = self.store.load(spec.teacher_id) if spec.role == "student" and spec.teacher_id else None
+        return RunRecord.from_run(spec, result, self._context(), status=status, reason=reason, failure_kind=kind,
+                                  data=train_data, init=self._init_block(spec),
+                                  teacher_recipe=t_rec.recipe if t_rec is not None else None)
+
+    def _context(self) -> RunContext:
+        """What every record of this grid shares: suite, code, machine, config and device."""
+        return RunContext(suite=self.cfg.name, code=self._code, env=self.env(), config=self.cfg.to_dict(),
+                          device=str(self.device), deterministic=self.cfg.deterministic)
+
+    def _init_block(self, spec: RunSpec) -> Optional[Dict[str, Any]]:
+        """Where a teacher started from weights (origin, sha256, fine-tuned or not); None when from scratch."""
+        if spec.init is None:
+            return None
+        pair = self._pair_of_teacher(spec)
+        return {"origin": "timm pretrained" if spec.init == "timm" else pair.teacher_weights,
+                "sha256": spec.init.split(":", 1)[1] if spec.init.startswith("sha256:") else None,
+                "finetuned": dict(spec.recipe)["epochs"] > 0}
 
 
 def method_context(method_cls: type, train_data: Any, student: torch.nn.Module, teacher: Optional[torch.nn.Module],

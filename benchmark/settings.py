@@ -9,7 +9,9 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from .record import RunRecord, as_record
 
 __all__ = ["settings_of", "settings_label", "settings_key", "flatten", "group_by_settings", "differing_keys",
            "describe", "code_family", "arch_of", "teacher_of", "dataset_label", "format_value", "record_path",
@@ -20,31 +22,31 @@ SETTINGS_KEYS = ("dataset", "data_options", "imbalance_factor", "data_seed", "ro
                  "method", "method_params", "recipe", "teacher_recipe", "base_lr", "effective", "code_family")
 
 
-def code_family(rec: Mapping[str, Any]) -> Optional[str]:
+def code_family(rec: RunRecord) -> Optional[str]:
     """The record's code family (``code.family``); ``None`` for records written before it existed."""
-    code = rec.get("code")
-    return code.get("family") if isinstance(code, Mapping) else None
+    return rec.code_family
 
 
-def arch_of(rec: Mapping[str, Any]) -> Optional[str]:
-    """The architecture the run trained (``student_arch``; ``arch`` in records that name it so)."""
-    return rec.get("student_arch") or rec.get("arch")
+def arch_of(rec: RunRecord) -> Optional[str]:
+    """The architecture the run trained (``arch``; ``student_arch`` in schema-1 files)."""
+    return rec.arch
 
 
-def teacher_of(rec: Mapping[str, Any]) -> Optional[str]:
+def teacher_of(rec: RunRecord) -> Optional[str]:
     """The teacher of a student run; for a teacher run, its own architecture (its table's teacher)."""
-    return rec.get("teacher_arch") if rec.get("role") == "student" else arch_of(rec)
+    return rec.teacher
 
 
-def dataset_label(rec: Mapping[str, Any]) -> str:
+def dataset_label(rec: Union[RunRecord, Mapping[str, Any]]) -> str:
     """The dataset's name plus any non-default build options (``fmnist-lt (n_max=600)``)."""
-    opts = rec.get("data_options") or {}
-    return rec["dataset"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + ")" if opts else "")
+    rec = as_record(rec)
+    opts = rec.data_options or {}
+    return rec.dataset + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) + ")" if opts else "")
 
 
-def _effective(rec: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def _effective(rec: RunRecord) -> Optional[Dict[str, Any]]:
     """What the device actually used (precision, layout, ...), minus how runs were batched together."""
-    eff = rec.get("effective")
+    eff = rec.effective
     if not isinstance(eff, Mapping):
         return None
     out = {k: v for k, v in eff.items() if k != "cell_size"}
@@ -53,28 +55,29 @@ def _effective(rec: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     return out
 
 
-def settings_of(rec: Mapping[str, Any]) -> Dict[str, Any]:
+def settings_of(rec: Union[RunRecord, Mapping[str, Any]]) -> Dict[str, Any]:
     """The effective settings of a run minus its seed: the key that decides which records share a row.
 
     Missing fields of older records become ``None`` (they group with each other, never with newer ones
-    that carry the field).
+    that carry the field); a plain dict is read as a :class:`~benchmark.record.RunRecord` first.
     """
-    student = rec.get("role") == "student"
+    rec = as_record(rec)
+    student = rec.is_student
     return {
-        "dataset": rec.get("dataset"),
-        "data_options": dict(rec.get("data_options") or {}),
-        "imbalance_factor": rec.get("imbalance_factor"),
-        "data_seed": rec.get("data_seed"),
-        "role": rec.get("role"),
-        "teacher": rec.get("teacher_arch") if student else None,
-        "student": arch_of(rec),
-        "method": rec.get("method"),
-        "method_params": dict(rec.get("method_params") or {}),
-        "recipe": dict(rec.get("recipe") or {}),
-        "teacher_recipe": dict(rec["teacher_recipe"]) if student and rec.get("teacher_recipe") else None,
-        "base_lr": rec["base_lr"] if "base_lr" in rec else rec.get("student_lr"),
+        "dataset": rec.dataset,
+        "data_options": dict(rec.data_options or {}),
+        "imbalance_factor": rec.imbalance_factor,
+        "data_seed": rec.data_seed,
+        "role": rec.role,
+        "teacher": rec.teacher_arch if student else None,
+        "student": rec.arch,
+        "method": rec.method,
+        "method_params": dict(rec.method_params or {}),
+        "recipe": dict(rec.recipe or {}),
+        "teacher_recipe": dict(rec.teacher_recipe) if student and rec.teacher_recipe else None,
+        "base_lr": rec.student_lr,  # the settings key keeps its first name (schema 1's base_lr)
         "effective": _effective(rec),
-        "code_family": code_family(rec),
+        "code_family": rec.code_family,
     }
 
 
@@ -99,10 +102,9 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     return json.dumps(_canonical(settings), sort_keys=True, separators=(",", ":"))
 
 
-def settings_label(settings_or_record: Mapping[str, Any], length: int = 6) -> str:
+def settings_label(settings_or_record: Union[RunRecord, Mapping[str, Any]], length: int = 6) -> str:
     """A short hex hash of the settings (or of a record's ``settings_of``), e.g. ``3fa2c1``."""
-    is_record = "run_id" in settings_or_record
-    settings = settings_of(settings_or_record) if is_record else settings_or_record
+    settings = settings_of(settings_or_record) if _is_record(settings_or_record) else settings_or_record
     return hashlib.sha256(settings_key(settings).encode()).hexdigest()[:length]
 
 
@@ -118,28 +120,32 @@ def flatten(settings: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def group_by_settings(records: Iterable[Mapping[str, Any]],
-                      path_of: Callable[[Mapping[str, Any]], str] = lambda r: str(r.get("run_id"))
-                      ) -> Dict[str, List[Mapping[str, Any]]]:
+def _is_record(obj: Any) -> bool:
+    """A run record (typed, or a plain dict with a ``run_id``) rather than a settings dict."""
+    return isinstance(obj, RunRecord) or (isinstance(obj, Mapping) and "run_id" in obj)
+
+
+def group_by_settings(records: Iterable[RunRecord], path_of: Callable[[RunRecord], str] = lambda r: r.run_id
+                      ) -> Dict[str, List[RunRecord]]:
     """Records grouped by settings label (insertion order); two records of one seed and setting raise.
 
     ``path_of`` names a record in the error (its file), so the reader knows which one to delete.
     """
-    groups: Dict[str, List[Mapping[str, Any]]] = {}
+    groups: Dict[str, List[RunRecord]] = {}
     keys: Dict[str, str] = {}
-    seen: Dict[tuple, Mapping[str, Any]] = {}
+    seen: Dict[tuple, RunRecord] = {}
     for rec in records:
         settings = settings_of(rec)
         key = settings_key(settings)
         label = settings_label(settings)
         if keys.setdefault(label, key) != key:  # pragma: no cover - a 24-bit collision: widen the label
             label = settings_label(settings, length=12)
-        dup = seen.get((key, rec.get("seed")))
+        dup = seen.get((key, rec.seed))
         if dup is not None:
             raise ValueError(
-                f"two records of seed {rec.get('seed')} with identical settings ({label}): {path_of(dup)} and "
+                f"two records of seed {rec.seed} with identical settings ({label}): {path_of(dup)} and "
                 f"{path_of(rec)}; delete the one you do not want and rerun `report`")
-        seen[(key, rec.get("seed"))] = rec
+        seen[(key, rec.seed)] = rec
         groups.setdefault(label, []).append(rec)
     return groups
 
@@ -157,14 +163,14 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def differing_keys(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+def differing_keys(rows: Sequence[Union[RunRecord, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
     """Per row of one table, the flattened settings whose values are not shared by every comparable row.
 
     Rows are compared within their role (a teacher's recipe is not a student's), and ``method_params.*``
     only among rows of the same method (each method has its own hyper-parameters); ``method`` and
     ``role`` themselves are columns of the table, so they are never listed.
     """
-    flat = [flatten(settings_of(r) if "run_id" in r else r) for r in rows]
+    flat = [flatten(settings_of(r) if _is_record(r) else r) for r in rows]
     canon = [{k: settings_key({"v": v}) for k, v in f.items()} for f in flat]
     return [_row_diff(i, flat, canon) for i in range(len(flat))]
 
@@ -189,6 +195,6 @@ def describe(diff: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={format_value(v)}" for k, v in diff.items())
 
 
-def record_path(out: Path, rec: Mapping[str, Any]) -> str:
+def record_path(out: Path, rec: RunRecord) -> str:
     """The file a record lives in under ``out`` (``runs/<run_id>.json``), for error messages."""
-    return str(Path(out) / "runs" / f"{rec.get('run_id')}.json")
+    return str(Path(out) / "runs" / f"{rec.run_id}.json")

@@ -19,6 +19,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .record import RunRecord
+
 __all__ = ["EXACT", "KINDS", "MetricCheck", "Verdict", "split_label", "seed_stats", "judge_run", "judge_mean",
            "format_rule"]
 
@@ -27,10 +29,10 @@ TRAIN_LOSS = "train_loss"  # the last epoch's mean training loss: a gate metric 
 # loss term, a weight or a temperature changes even where accuracy, chaotic after a few epochs, does not)
 
 
-def gate_values(rec: Dict[str, Any]) -> Dict[str, Any]:
+def gate_values(rec: RunRecord) -> Dict[str, Any]:
     """The numbers a reference can judge: the record's final accuracies plus ``train_loss`` (last epoch)."""
-    values = dict(rec.get("final") or {})
-    history = rec.get("history") or []
+    values = dict(rec.final or {})
+    history = rec.history or []
     if history and history[-1].get("loss") is not None:
         values[TRAIN_LOSS] = float(history[-1]["loss"])
     return values
@@ -169,7 +171,7 @@ def _explain(kind: str, checks: List[MetricCheck], reference: Dict[str, Any], sc
     return format_rule(reference, [c.metric for c in checks], scale)
 
 
-def judge_run(label: str, rec: Dict[str, Any], reference: Dict[str, Any]) -> Verdict:
+def judge_run(label: str, rec: RunRecord, reference: Dict[str, Any]) -> Verdict:
     """The verdict on one measured run record (its ``final`` numbers) against the reference."""
     setting, seed = split_label(label)
     stats = reference["seed_stats"].get(setting)
@@ -177,8 +179,8 @@ def judge_run(label: str, rec: Dict[str, Any], reference: Dict[str, Any]) -> Ver
     seed_text = f"seed {seed}"
     if stats is None:
         return Verdict(label, seed, "new", text=f"  {_TAGS['new']:<10} {label}: {seed_text}, not in the reference")
-    if rec.get("status") != "ok":
-        return Verdict(label, seed, "failed", text=f"  {_TAGS['failed']:<10} {label}: {seed_text}, {rec.get('reason')}")
+    if not rec.ok:
+        return Verdict(label, seed, "failed", text=f"  {_TAGS['failed']:<10} {label}: {seed_text}, {rec.reason}")
     checks = _checks(final, stats, reference)
     values = {c.metric: c.value for c in checks}
     dists = [c.distance for c in checks if c.bound is not None and c.distance is not None]
@@ -196,11 +198,11 @@ def judge_run(label: str, rec: Dict[str, Any], reference: Dict[str, Any]) -> Ver
     return Verdict(label, seed, kind, values, distance, text, checks)
 
 
-def judge_mean(setting: str, recs: Sequence[Dict[str, Any]], reference: Dict[str, Any]) -> Optional[Verdict]:
+def judge_mean(setting: str, recs: Sequence[RunRecord], reference: Dict[str, Any]) -> Optional[Verdict]:
     """The mean over the measured seeds of one setting against the reference mean: allowed
     ``k * sd * sqrt(1/n + 1/n_ref) + floor`` (the sd of a difference of two means). None: nothing to judge."""
     stats = reference["seed_stats"].get(setting)
-    ok = [r for r in recs if r.get("status") == "ok"]
+    ok = [r for r in recs if r.ok]
     if stats is None or len(ok) < 2:
         return None
     means = {}

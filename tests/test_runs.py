@@ -340,3 +340,22 @@ pairs:
     from benchmark.runner import expand_grid
 
     assert expand_grid(load_suite(str(suite)), CPU)[0].run_id != teacher["run_id"]  # other weights, other run
+
+
+def test_a_cell_loads_a_teacher_only_to_distil_from_it(monkeypatch):
+    """``_cell_teacher``: none for a teacher run (it learns from the labels) and none for a student cell whose
+    methods all train without one; otherwise the students' teacher, loaded once for the cell."""
+    from types import SimpleNamespace
+
+    from benchmark.runner import GridRunner
+
+    runner = object.__new__(GridRunner)
+    loaded = []
+    monkeypatch.setattr(runner, "_teacher_model", lambda spec, data: loaded.append(spec.method) or "teacher")
+    spec = lambda role, method: SimpleNamespace(role=role, method=method)  # noqa: E731
+    assert runner._cell_teacher([spec("teacher", "ce")], None) is None
+    assert runner._cell_teacher([spec("teacher", "kd")], None) is None  # a teacher run never has one, by its role
+    assert runner._cell_teacher([spec("student", "ce"), spec("student", "balanced_softmax")], None) is None
+    assert loaded == []
+    assert runner._cell_teacher([spec("student", "ce"), spec("student", "kd")], None) == "teacher"
+    assert loaded == ["ce"]  # the cell's first spec names the teacher

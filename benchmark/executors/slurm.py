@@ -331,7 +331,7 @@ def _collect(specs: Sequence[RunSpec], todo: Sequence[RunSpec], skipped: List[Ou
     for s in todo:  # a task that crashed, or was never heard from: its runs have no record
         if s.run_id not in seen:
             rec = store.load(s.run_id)
-            status = "trained" if rec is not None and rec.get("status") == "ok" else "failed"
+            status = "trained" if rec is not None and rec.ok else "failed"
             seen[s.run_id] = Outcome(s.run_id, s.role, status, rec, "" if rec else "its task failed")
     return [seen[s.run_id] for s in specs if s.run_id in seen]
 
