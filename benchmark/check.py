@@ -32,13 +32,13 @@ from .record import RunRecord, as_record, as_records
 from .results import dataset_label
 from .reference import save_teachers
 from .runner import RunOptions, expand_grid, run_specs, summarize_outcomes
-from .verdict import EXACT, TRAIN_LOSS, Verdict, gate_values, judge_mean, judge_run, seed_stats, split_label
+from .verdict import EXACT, LOSSES, Verdict, gate_values, judge_mean, judge_run, seed_stats, split_label
 
 __all__ = ["run_label", "load_reference", "reference_path", "compare", "reproduction_lines", "CheckOptions",
            "run_check", "write_reference", "Verdict", "verdicts", "mean_verdicts", "prepare_reference", "EXACT"]
 
 DEFAULT_METRICS = ("overall", "tail")
-GATE_METRICS = METRICS + (TRAIN_LOSS,)  # what a reference may judge: accuracies and the last epoch's training loss
+GATE_METRICS = METRICS + LOSSES  # what a reference may judge: accuracies, the last epoch's and the first step's loss
 
 
 Records = Sequence[Union[RunRecord, Mapping[str, Any]]]  # typed records; plain dicts are read as RunRecord
@@ -106,26 +106,39 @@ def _known_metrics(path: Path, names: Sequence[str]) -> None:
 
 
 def _validate_rule(path: Path, ref: Dict[str, Any]) -> None:
-    """A seed-statistics reference needs k and floor (numbers >= 0) for every metric, and its derivation."""
-    for key in ("k", "floor"):
-        table = ref.get(key)
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: '{key}' must map each metric to a number, e.g. {{\"overall\": 3}}")
-        _known_metrics(path, list(table))
-        for m in ref["metrics"]:
-            v = table.get(m)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ConfigError(f"{path}: {key}.{m} must be a number >= 0, got {v!r}")
+    """A seed-statistics reference needs k (spread metrics) and floor (every metric), numbers >= 0, and its
+    derivation; ``paired`` (optional) lists metrics of ``metrics`` judged per seed."""
+    paired = ref.setdefault("paired", [])
+    if not isinstance(paired, list) or any(m not in ref["metrics"] for m in paired):
+        raise ConfigError(f"{path}: 'paired' must list metrics of 'metrics' ({', '.join(ref['metrics'])}), "
+                          f"got {paired!r}")
+    _validate_table(path, ref, "k", [m for m in ref["metrics"] if m not in paired])  # a paired metric: floor only
+    _validate_table(path, ref, "floor", ref["metrics"])
     if not isinstance(ref.get("derivation"), str) or not ref["derivation"].strip():
         raise ConfigError(f"{path}: 'derivation' must say how k and floor were measured")
     ref.setdefault("fallback_tolerance", {})
     _known_metrics(path, list(ref["fallback_tolerance"]))
     for setting, stats in ref["seed_stats"].items():
         for m, st in stats.items():
-            if not (isinstance(st, dict) and isinstance(st.get("mean"), (int, float)) and isinstance(st.get("n"), int)
-                    and st["n"] >= 1 and (st.get("sd") is None or st["sd"] >= 0)):
-                raise ConfigError(f"{path}: seed_stats.{setting}.{m} must be {{mean, sd (>= 0 or null), n (>= 1)}}, "
-                                  f"got {st!r}")
+            _validate_stat(path, f"{setting}.{m}", st)
+
+
+def _validate_table(path: Path, ref: Dict[str, Any], key: str, metrics: Sequence[str]) -> None:
+    """``ref[key]`` maps known metrics to numbers, one >= 0 for each of ``metrics``."""
+    table = ref.get(key)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: '{key}' must map each metric to a number, e.g. {{\"overall\": 3}}")
+    _known_metrics(path, list(table))
+    for m in metrics:
+        v = table.get(m)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"{path}: {key}.{m} must be a number >= 0, got {v!r}")
+
+
+def _validate_stat(path: Path, where: str, st: Any) -> None:
+    if not (isinstance(st, dict) and isinstance(st.get("mean"), (int, float)) and isinstance(st.get("n"), int)
+            and st["n"] >= 1 and (st.get("sd") is None or st["sd"] >= 0)):
+        raise ConfigError(f"{path}: seed_stats.{where} must be {{mean, sd (>= 0 or null), n (>= 1)}}, got {st!r}")
 
 
 def _matched(records: Records, reference: Dict[str, Any]) -> Dict[str, RunRecord]:
@@ -177,7 +190,7 @@ def reproduction_lines(records: Records, reference: Dict[str, Any]) -> Tuple[Lis
 def _reference_rule(old: Dict[str, Any], metrics: Sequence[str]) -> Dict[str, Any]:
     """k, floor and derivation kept from an existing reference; for a new one, k 3 and floor 0, said unmeasured."""
     if "k" in old and "floor" in old and old.get("derivation"):
-        rule = {key: old[key] for key in ("k", "floor", "derivation")}
+        rule = {key: old[key] for key in ("k", "floor", "paired", "derivation") if key in old}
     else:
         rule = {"k": {m: 3.0 for m in metrics}, "floor": {m: 0.0 for m in metrics},
                 "derivation": "NOT MEASURED: k 3 (a normal draw lies within 3 sd 99.7% of the time) and floor 0 are "

@@ -24,7 +24,8 @@ import torch
 
 import methods
 
-from .config import ConfigError, DatasetEntry, Pair, SuiteConfig, TrainRecipe, effective_method_params, method_names
+from .config import (CONFIG_DIR, ConfigError, DatasetEntry, Pair, SuiteConfig, TrainRecipe, effective_method_params,
+                     method_names)
 from .console import CellTable, short_names
 from .data import build_data
 from .device import effective_recipe
@@ -97,12 +98,21 @@ def teacher_init(pair: Pair) -> Optional[str]:
         return None
     if pair.teacher_weights == "timm":
         return "timm"
-    path = Path(pair.teacher_weights).expanduser()
+    path = weights_file(pair.teacher_weights)
     if not path.is_file():
         raise ConfigError(f"pairs: teacher_weights '{pair.teacher_weights}' is not a file; give a weights file "
                           "(state dict, .pth / .safetensors) or 'timm' for timm's pretrained weights")
     st = path.stat()
     return f"sha256:{_file_sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)}"
+
+
+def weights_file(weights: str) -> Path:
+    """A local weights file: as given (``~`` expanded), else, for a relative path missing from the current
+    folder, the same path under configs/ (a suite's committed teacher, found from any working folder)."""
+    path = Path(weights).expanduser()
+    if not path.is_absolute() and not path.is_file() and (CONFIG_DIR / path).is_file():
+        return CONFIG_DIR / path
+    return path
 
 
 def _file_overlay(arch: str, path: Path) -> Dict[str, Any]:
@@ -476,7 +486,7 @@ class GridRunner:
         if weights is not None:
             kw["pretrained"] = True
             if weights != "timm":
-                kw["pretrained_cfg_overlay"] = _file_overlay(arch, Path(weights).expanduser().resolve())
+                kw["pretrained_cfg_overlay"] = _file_overlay(arch, weights_file(weights).resolve())
         return create_model(arch, num_classes=train_data.num_classes, in_chans=train_data.info.in_chans, **kw)
 
     def _pair_of_teacher(self, spec: RunSpec) -> Optional[Pair]:

@@ -34,8 +34,9 @@ from .evaluate import summarize
 from .fileio import atomic_torch_save
 from .step import DistillStep, frozen_outputs, needs_of
 
-__all__ = ["lr_at", "StopRequest", "LoopState", "TrainResult", "RunInterrupted", "Trainer"]
+__all__ = ["FIRST_LOSS", "lr_at", "StopRequest", "LoopState", "TrainResult", "RunInterrupted", "Trainer"]
 
+FIRST_LOSS = "first_loss"  # epoch 1's row: the loss of the run's first step, before any update (mean over ranks)
 _DDP_STOP_EVERY = 20  # DDP: steps between agreements on a stop request (all ranks must stop at one step)
 
 
@@ -379,6 +380,8 @@ class Trainer:
             run[f"loss_{k}"] = run.get(f"loss_{k}", 0) + v.detach().float()
         run["loss"] = run.get("loss", 0) + loss.detach().float()
         run["correct"] = run.get("correct", 0) + (logits.detach().argmax(1) == y).sum()
+        if epoch == 1 and m.state.step == 0:  # the loss before any update: deterministic for a seed and teacher
+            run[FIRST_LOSS] = loss.detach().float()
         m.state.step += 1
 
     # ------------------------------------------------------------------ end of epoch
@@ -421,7 +424,8 @@ class Trainer:
         n_steps = self.steps * self.world
         sums = {k: all_reduce_sum(torch.as_tensor(v, device=self.device).float().clone())
                 for k, v in m.state.running.items()}
-        stats = {k: v.item() / n_steps for k, v in sums.items() if k != "correct"}
+        per = {FIRST_LOSS: self.world}  # one step per rank, not the epoch's steps
+        stats = {k: v.item() / per.get(k, n_steps) for k, v in sums.items() if k != "correct"}
         bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
         if bad:
             m.failure = f"non-finite loss at epoch {epoch} (" + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")"

@@ -5,7 +5,9 @@ seed), the seeds' ``mean``, ``sd`` and ``n`` per metric. A measured run is
 
 - ``exact``: bit-identical (every stored metric within 0.005) to the reference's run of the same seed;
 - ``within``: ``|x - mean| <= k * sd + floor`` for every judged metric (``k`` and ``floor`` per metric, stored in
-  the reference with the ``derivation`` that says how they were measured);
+  the reference with the ``derivation`` that says how they were measured); a *paired* metric (the reference's
+  ``paired`` list: ``first_loss``, the loss of the first step, which a seed and a fixed teacher determine up to
+  summation order) is judged against the reference's run of the same seed instead: ``|x - x_seed| <= floor``;
 - ``off``: beyond that, either way (a jump up means the benchmark measures something else), by so many sd;
 - ``unjudged``: the reference has one seed of the setting, so no spread, and no hand-set ``fallback_tolerance``;
 - ``failed`` (the run failed) or ``new`` (the setting is not in the reference).
@@ -20,21 +22,26 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .record import RunRecord
+from .train import FIRST_LOSS
 
-__all__ = ["EXACT", "KINDS", "MetricCheck", "Verdict", "split_label", "seed_stats", "judge_run", "judge_mean",
-           "format_rule"]
+__all__ = ["EXACT", "KINDS", "TRAIN_LOSS", "FIRST_LOSS", "LOSSES", "gate_values", "MetricCheck", "Verdict",
+           "split_label", "seed_stats", "judge_run", "judge_mean", "format_rule"]
 
 EXACT = 0.005  # references keep 3 decimals: a smaller difference is the same number
 TRAIN_LOSS = "train_loss"  # the last epoch's mean training loss: a gate metric beside the accuracies (it moves when a
 # loss term, a weight or a temperature changes even where accuracy, chaotic after a few epochs, does not)
+LOSSES = (TRAIN_LOSS, FIRST_LOSS)  # shown with 3 decimals
 
 
 def gate_values(rec: RunRecord) -> Dict[str, Any]:
-    """The numbers a reference can judge: the record's final accuracies plus ``train_loss`` (last epoch)."""
+    """The numbers a reference can judge: the record's final accuracies, ``train_loss`` (last epoch's mean) and
+    ``first_loss`` (the first step's, before any update; records written before it existed lack it)."""
     values = dict(rec.final or {})
     history = rec.history or []
     if history and history[-1].get("loss") is not None:
         values[TRAIN_LOSS] = float(history[-1]["loss"])
+    if history and history[0].get(FIRST_LOSS) is not None:
+        values[FIRST_LOSS] = float(history[0][FIRST_LOSS])
     return values
 KINDS = ("exact", "within", "off", "new", "failed", "unjudged")
 _SEED = re.compile(r"^(?P<setting>.+)/s(?P<seed>-?\d+)$")
@@ -87,10 +94,11 @@ class MetricCheck:
         """|x - mean| in units of the seed sd (None without a positive sd)."""
         return abs(self.diff) / self.sd if self.sd else None
 
-    def describe(self) -> str:
-        dist, d = self.distance, 3 if self.metric == TRAIN_LOSS else 2  # a loss needs a third decimal
+    def describe(self, seed: Optional[int] = None) -> str:
+        dist, d = self.distance, 3 if self.metric in LOSSES else 2  # a loss needs a third decimal
         sd_text = "" if dist is None else f" = {dist:.1f} sd"
-        ref = f"mean {self.mean:.{d}f}" if self.n > 1 else f"reference {self.mean:.{d}f}"
+        ref = (f"seed-{seed} reference {self.mean:.{d}f}" if self.source == "paired" else
+               f"mean {self.mean:.{d}f}" if self.n > 1 else f"reference {self.mean:.{d}f}")
         limit = "" if self.bound is None else f", limit {self.bound:.{d}f}"
         return (f"{self.metric} {self.value:.{d}f} ({ref}, {self.diff:+.{d}f}{sd_text}{limit}"
                 f"{' OFF' if self.off else ''})")
@@ -113,10 +121,23 @@ class Verdict:
         return self.kind in ("off", "failed")
 
 
+def paired_metrics(reference: Dict[str, Any]) -> List[str]:
+    """The reference's metrics judged per seed against its run of the same seed (``paired``), not the spread."""
+    return [m for m in reference.get("paired", []) if m in reference["metrics"]]
+
+
 def format_rule(reference: Dict[str, Any], metrics: Sequence[str], scale: str = "sd") -> str:
-    """The spread rule in words, per metric: ``|x - mean| <= k sd + floor (overall: k 3, floor 0.5; ...)``."""
-    per = "; ".join(f"{m}: k {reference['k'][m]:g}, floor {reference['floor'][m]:g}" for m in metrics)
-    return f"rule |x - mean| <= k * {scale} + floor ({per})"
+    """The spread rule in words, per metric: ``|x - mean| <= k sd + floor (overall: k 3, floor 0.5; ...)``, and
+    the paired rule for the paired metrics: ``|x - x_seed| <= floor``."""
+    paired = set(paired_metrics(reference))
+    spread = [m for m in metrics if m not in paired]
+    per = "; ".join(f"{m}: k {reference['k'][m]:g}, floor {reference['floor'][m]:g}" for m in spread)
+    text = f"rule |x - mean| <= k * {scale} + floor ({per})" if spread else ""
+    same = [m for m in metrics if m in paired]
+    if same:
+        text += ("; " if text else "") + "paired rule |x - x_seed| <= floor (" + "; ".join(
+            f"{m}: floor {reference['floor'][m]:g}" for m in same) + ")"
+    return text
 
 
 def _bound(reference: Dict[str, Any], m: str, stat: Dict[str, Any],
@@ -132,14 +153,28 @@ def _bound(reference: Dict[str, Any], m: str, stat: Dict[str, Any],
 
 def _checks(values: Dict[str, Any], stats: Dict[str, Any], reference: Dict[str, Any],
             scale_of=lambda stat: 1.0) -> List[MetricCheck]:
-    """A MetricCheck per reference metric both measured and in the setting's statistics."""
+    """A MetricCheck per spread-judged reference metric both measured and in the setting's statistics."""
     out = []
+    paired = set(paired_metrics(reference))
     for m in reference["metrics"]:
         stat = stats.get(m)
+        if m in paired:
+            continue
         if stat is None or values.get(m) is None:
             continue
         bound, source = _bound(reference, m, stat, scale_of(stat))
         out.append(MetricCheck(m, float(values[m]), float(stat["mean"]), stat.get("sd"), int(stat["n"]), bound, source))
+    return out
+
+
+def _paired_checks(values: Dict[str, Any], ref_run: Optional[Dict[str, Any]],
+                   reference: Dict[str, Any]) -> List[MetricCheck]:
+    """A MetricCheck per paired metric against the reference's run of the same seed (none without that run)."""
+    out = []
+    for m in paired_metrics(reference):
+        ref = (ref_run or {}).get(m)
+        if ref is not None and values.get(m) is not None:
+            out.append(MetricCheck(m, float(values[m]), float(ref), None, 1, float(reference["floor"][m]), "paired"))
     return out
 
 
@@ -181,7 +216,7 @@ def judge_run(label: str, rec: RunRecord, reference: Dict[str, Any]) -> Verdict:
         return Verdict(label, seed, "new", text=f"  {_TAGS['new']:<10} {label}: {seed_text}, not in the reference")
     if not rec.ok:
         return Verdict(label, seed, "failed", text=f"  {_TAGS['failed']:<10} {label}: {seed_text}, {rec.reason}")
-    checks = _checks(final, stats, reference)
+    checks = _checks(final, stats, reference) + _paired_checks(final, reference["runs"].get(label), reference)
     values = {c.metric: c.value for c in checks}
     dists = [c.distance for c in checks if c.bound is not None and c.distance is not None]
     distance = max(dists) if dists else None
@@ -192,10 +227,20 @@ def judge_run(label: str, rec: RunRecord, reference: Dict[str, Any]) -> Verdict:
     kind = _kind(checks)
     n = max((c.n for c in checks), default=0)
     where = "" if f"{setting}/s{seed}" in reference["runs"] else " (a seed the reference lacks)"
-    body = "; ".join(c.describe() for c in checks)
+    body = "; ".join(c.describe(seed) for c in checks)
     text = (f"  {_TAGS[kind]:<10} {label}: {body}; seed {seed}{where} vs the reference's {n} "
             f"seed{'s' if n != 1 else ''}; {_explain(kind, checks, reference, 'sd')}")
     return Verdict(label, seed, kind, values, distance, text, checks)
+
+
+def _means(recs: Sequence[RunRecord], metrics: Sequence[str]) -> Dict[str, float]:
+    """Per metric, the mean over ``recs`` of their gate values (a metric any run lacks is left out)."""
+    means = {}
+    for m in metrics:
+        vals = [gate_values(r).get(m) for r in recs]
+        if vals and all(v is not None for v in vals):
+            means[m] = statistics.fmean(vals)
+    return means
 
 
 def judge_mean(setting: str, recs: Sequence[RunRecord], reference: Dict[str, Any]) -> Optional[Verdict]:
@@ -205,13 +250,8 @@ def judge_mean(setting: str, recs: Sequence[RunRecord], reference: Dict[str, Any
     ok = [r for r in recs if r.ok]
     if stats is None or len(ok) < 2:
         return None
-    means = {}
-    for m in reference["metrics"]:
-        vals = [gate_values(r).get(m) for r in ok]
-        if vals and all(v is not None for v in vals):
-            means[m] = statistics.fmean(vals)
     scale = lambda stat: math.sqrt(1.0 / len(ok) + 1.0 / stat["n"])  # noqa: E731
-    checks = [c for c in _checks(means, stats, reference, scale) if c.source == "spread"]
+    checks = [c for c in _checks(_means(ok, reference["metrics"]), stats, reference, scale) if c.source == "spread"]
     if not checks:
         return None
     kind = _kind(checks)

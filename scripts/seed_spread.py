@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Measure how far runs move between seeds and thread counts, to derive a reference's k and floor.
 
-    python scripts/seed_spread.py REF_OUT OTHER_OUT [OTHER_OUT ...] [--k 3] [--metrics overall tail head]
+    python scripts/seed_spread.py REF_OUT OTHER_OUT [OTHER_OUT ...] [--k 3] [--metrics overall tail train_loss]
+        [--paired first_loss]
 
 REF_OUT: a results folder of the suite trained with several seeds at the reference's thread count (e.g.
 ``check --suite ci --seeds 0 1 2 3 4 --out REF_OUT``); each OTHER_OUT: the same suite at another thread count
 (a stand-in for another CPU). Prints, per metric, every run's |x - mean| in points and in seed-sd units of the
 reference seeds (the other thread count's runs, and each reference seed left out of its own statistics), and
-the floor that ``|x - mean| <= k * sd + floor`` needs to admit them all, for the given k.
+the floor that ``|x - mean| <= k * sd + floor`` needs to admit them all, for the given k. For each ``--paired``
+metric: every other-thread run's |x - x_seed| against the reference run of the same seed (the floor it needs).
 """
 import argparse
 import json
@@ -18,17 +20,18 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmark.check import run_label  # noqa: E402
-from benchmark.verdict import split_label  # noqa: E402
+from benchmark.verdict import gate_values, split_label  # noqa: E402
 
 
 def load_runs(out: Path) -> Dict[str, Dict[int, Dict[str, float]]]:
-    """setting -> seed -> final metrics, from ``out/runs/*.json`` (finished runs only)."""
+    """setting -> seed -> the numbers a reference judges (final accuracies, train_loss, first_loss), from
+    ``out/runs/*.json`` (finished runs only)."""
     runs: Dict[str, Dict[int, Dict[str, float]]] = {}
     for path in sorted(Path(out, "runs").glob("*.json")):
         rec = json.loads(path.read_text())
         if rec.get("status") == "ok":
             setting, seed = split_label(run_label(rec))
-            runs.setdefault(setting, {})[seed] = rec["final"]
+            runs.setdefault(setting, {})[seed] = gate_values(rec)
     return runs
 
 
@@ -55,17 +58,32 @@ def main(argv: Sequence[str] = None) -> int:
     p.add_argument("ref", type=Path)
     p.add_argument("others", type=Path, nargs="+")
     p.add_argument("--k", type=float, default=3.0)
-    p.add_argument("--metrics", nargs="+", default=["overall", "tail", "head"])
+    p.add_argument("--metrics", nargs="+", default=["overall", "tail", "train_loss"])
+    p.add_argument("--paired", nargs="*", default=["first_loss"], metavar="METRIC")
     args = p.parse_args(argv)
     ref, others = load_runs(args.ref), [load_runs(o) for o in args.others]
     for m in args.metrics:
         for kind in ("other threads", "left out"):
             _report(m, kind, [d for d in deviations(ref, others, m) if d[0].endswith(kind)], args.k)
+    for m in args.paired:
+        _report_paired(m, ref, others)
     for setting, seeds in sorted(ref.items()):
         row = ", ".join(f"{m} " + "/".join(f"{f[m]:.1f}" for _, f in sorted(seeds.items()) if f.get(m) is not None)
                         for m in args.metrics)
         print(f"  {setting}: {row}")
     return 0
+
+
+def _report_paired(m: str, ref: Dict[str, Dict[int, Dict[str, float]]],
+                   others: Sequence[Dict[str, Dict[int, Dict[str, float]]]]) -> None:
+    """A paired metric: the largest |x - x_seed| of another thread count's run against the same seed's."""
+    diffs = [(f"{setting}/s{s}", abs(f[m] - ref[setting][s][m])) for other in others
+             for setting, seeds in sorted(other.items()) for s, f in sorted(seeds.items())
+             if f.get(m) is not None and (ref.get(setting, {}).get(s) or {}).get(m) is not None]
+    if diffs:
+        worst = max(diffs, key=lambda d: d[1])
+        print(f"{m} (paired, other threads vs the same seed): {len(diffs)} runs, largest |x - x_seed| "
+              f"{worst[1]:.6f} ({worst[0]}); the floor must be >= that")
 
 
 def _report(m: str, kind: str, devs: List[Tuple[str, float, float]], k: float) -> None:

@@ -59,11 +59,15 @@ def _loaded(raw):
 def test_committed_ci_reference_matches_the_ci_grid():
     cfg = load_suite("ci")
     ref = load_reference(CONFIG_DIR / "ci_reference.json")
-    assert ref["suite"] == "ci" and set(ref["k"]) == set(ref["floor"]) == set(ref["metrics"]) == {"overall", "tail",
-                                                                                             "train_loss"}
+    metrics = {"overall", "tail", "train_loss", "first_loss"}
+    assert ref["suite"] == "ci" and set(ref["metrics"]) == set(ref["floor"]) == metrics
+    assert ref["paired"] == ["first_loss"] and set(ref["k"]) == metrics - {"first_loss"}  # paired: a floor, no k
     assert len(ref["seed_stats"]) == 1 + len(cfg.methods)  # the teacher + every method
     assert set(cfg.seeds) <= set(ref["seeds"]) and len(ref["seeds"]) >= 3  # a measured spread for every setting
     assert len(ref["runs"]) == len(ref["seeds"]) * (1 + len(cfg.methods))
-    assert all(st[m]["n"] == len(ref["seeds"]) and st[m]["sd"] is not None
-               for st in ref["seed_stats"].values() for m in ref["metrics"])
+    for setting, stats in ref["seed_stats"].items():  # the committed teacher is evaluated, not trained: no losses
+        judged = {"overall", "tail"} if setting.endswith("/teacher") else metrics
+        assert all(stats[m]["n"] == len(ref["seeds"]) and stats[m]["sd"] is not None for m in judged)
+    first = [run["first_loss"] for label, run in ref["runs"].items() if "/teacher/" not in label]
+    assert len(set(first)) == len(first)  # each seed and method starts from its own loss
     assert "seed_spread.py" in ref["derivation"]  # says how k and floor were measured

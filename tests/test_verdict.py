@@ -261,3 +261,66 @@ def test_write_reference_stores_the_training_loss(tmp_path):
     assert ref["runs"][f"{SETTING}/s1"]["train_loss"] == 0.5
     assert ref["seed_stats"][SETTING]["train_loss"]["mean"] == pytest.approx(0.4)
     assert ref["seed_stats"][SETTING]["train_loss"]["sd"] == 0.141  # sqrt(0.02), stored to 3 decimals
+
+
+def first_rec(seed, first, overall=52.0):
+    """A run whose first step's loss (epoch 1's ``first_loss``) is ``first``."""
+    r = rec(seed, overall, 14.0)
+    r["history"] = [{"epoch": 1, "loss": 2.0, "first_loss": first}]
+    return r
+
+
+def paired_reference(tmp_path, **extra):
+    """first_loss paired (floor 0.01) at seeds 0, 1, 2: 6.50, 7.10, 5.80 (an sd of 0.65 the pairing ignores)."""
+    runs = {f"{SETTING}/s{s}": {"overall": o, "tail": t, "first_loss": f}
+            for s, o, t, f in ((0, 50.0, 10.0, 6.5), (1, 52.0, 14.0, 7.1), (2, 54.0, 18.0, 5.8))}
+    stats = {SETTING: {"overall": {"mean": 52.0, "sd": 2.0, "n": 3}, "tail": {"mean": 14.0, "sd": 4.0, "n": 3},
+                       "first_loss": {"mean": 6.467, "sd": 0.651, "n": 3}}}
+    kw = dict(metrics=["overall", "tail", "first_loss"], paired=["first_loss"], k={"overall": 2, "tail": 1},
+              floor={"overall": 0.5, "tail": 1, "first_loss": 0.01}, runs=runs, seed_stats=stats)
+    return three_seed_reference(tmp_path, **{**kw, **extra})
+
+
+def test_a_paired_metric_is_judged_against_the_same_seed(tmp_path):
+    ref = paired_reference(tmp_path)
+    (v,) = verdicts([first_rec(0, 6.505)], ref)  # 0.005 from seed 0's 6.50 (a seed-distribution rule: 0.0 sd)
+    assert v.kind == "within" and v.values["first_loss"] == pytest.approx(6.505)
+    assert "first_loss 6.505 (seed-0 reference 6.500, +0.005, limit 0.010)" in v.text
+    assert "paired rule |x - x_seed| <= floor (first_loss: floor 0.01)" in v.text
+    (v,) = verdicts([first_rec(0, 6.2)], ref)  # -0.3: well inside the seed spread (0.4 sd), but not seed 0's value
+    assert v.kind == "off" and "first_loss 6.200 (seed-0 reference 6.500, -0.300, limit 0.010 OFF)" in v.text
+    (v,) = verdicts([first_rec(2, 5.8)], ref)  # seed 2's own value: within, though 1 sd from the mean
+    assert v.kind == "within"
+
+
+def test_a_paired_metric_is_not_judged_for_a_seed_the_reference_lacks(tmp_path):
+    (v,) = verdicts([first_rec(7, 1.0)], paired_reference(tmp_path))
+    assert v.kind == "within" and "first_loss" not in v.values and "a seed the reference lacks" in v.text
+
+
+def test_the_mean_over_seeds_leaves_a_paired_metric_to_the_runs(tmp_path):
+    failures, notes = compare([first_rec(0, 6.5), first_rec(1, 7.1), first_rec(2, 5.8)], paired_reference(tmp_path))
+    mean_line = next(n for n in notes if "/mean3" in n)
+    assert not failures and "first_loss" not in mean_line and "overall" in mean_line
+    failures, _ = compare([first_rec(0, 6.5), first_rec(1, 7.3), first_rec(2, 5.8)], paired_reference(tmp_path))
+    assert len(failures) == 1 and "/s1" in failures[0] and "first_loss 7.300" in failures[0]
+
+
+def test_a_paired_metric_needs_a_floor_but_no_k(tmp_path):
+    with pytest.raises(ConfigError, match="floor.first_loss must be a number"):
+        paired_reference(tmp_path, floor={"overall": 0.5, "tail": 1})
+
+
+def test_a_paired_metric_outside_the_metrics_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="'paired' must list metrics of 'metrics'"):
+        paired_reference(tmp_path, paired=["train_loss"])
+
+
+def test_write_reference_stores_the_first_loss_and_keeps_the_pairing(tmp_path):
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps({"metrics": ["overall", "first_loss"], "paired": ["first_loss"], "k": {"overall": 3},
+                                "floor": {"overall": 1, "first_loss": 0.01}, "derivation": "test"}))
+    write_reference(path, [first_rec(0, 6.4567), first_rec(1, 7.0)], SimpleNamespace(name="t"), torch.device("cpu"))
+    ref = json.loads(path.read_text())
+    assert ref["paired"] == ["first_loss"] and ref["runs"][f"{SETTING}/s0"]["first_loss"] == 6.457
+    assert load_reference(path)["paired"] == ["first_loss"]
