@@ -1,6 +1,6 @@
 """The CI gate's mutation list (scripts/gate_mutations.json) stays honest: every mutation applies to the
 current tree exactly once, and scripts/gate_power.py refuses one that does not. The measurement itself
-(`python scripts/gate_power.py`, ~45 min) is documented in docs/testing.md, "CI gate"."""
+(`python scripts/gate_power.py`, ~35 min on 2 cores) is documented in docs/testing.md, "CI gate"."""
 import importlib.util
 import json
 from pathlib import Path
@@ -79,3 +79,14 @@ def test_copy_tree_copies_the_source_and_not_results(gp, tmp_path):
     gp.copy_tree(tmp_path / "dst", src)
     assert (tmp_path / "dst" / "pkg" / "a.py").read_text() == "x"
     assert not (tmp_path / "dst" / "results").exists()
+
+
+def test_off_metrics_names_the_metrics_that_caught_a_mutation(gp):
+    run = ("FAIL OFF        ds/t->s/krdistill/s0: overall 29.46 (mean 30.27, -0.81 = 0.2 sd, limit 17.01); tail 0.00 "
+           "(mean 0.35, -0.35 = 0.4 sd, limit 12.32); train_loss 2.006 (mean 2.234, -0.228 = 0.7 sd, limit 1.033); "
+           "first_loss 16.355 (seed-0 reference 15.951, +0.404, limit 0.010 OFF); seed 0 vs the reference's 5 seeds")
+    mean = ("FAIL OFF        ds/t->s/kd/mean3: overall 23.94 (mean 39.74, -15.80 = 10.1 sd, limit 6.67 OFF); tail 0.00 "
+            "(mean 0.00, +0.00, limit 10.00); train_loss 0.546 (mean 0.625, -0.079 = 3.3 sd, limit 0.063 OFF)")
+    assert gp.off_metrics([run]) == {"first_loss": 1}
+    assert gp.off_metrics([run, mean]) == {"first_loss": 1, "overall": 1, "train_loss": 1}
+    assert gp.off_metrics(["check FAILED: 2 regression(s) against ci_reference.json"]) == {}
