@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .config import CONFIG_DIR, ConfigError, SuiteLoader, _from_dict, yaml_load
+from .config import CONFIG_DIR, ConfigError, SuiteLoader, from_dict, yaml_load
 from .errors import did_you_mean, unknown_name
 from .evaluate import METRICS
 
@@ -86,7 +86,7 @@ def load_published(path: Optional[Path] = None, validate_names: bool = True) -> 
             raise ConfigError(f"{where}: expected a mapping of paper:, dataset:, method:, value:, ... (no line:), "
                               f"got {item!r}")
         try:
-            entry = _from_dict(Published, item, f"entries[{i}]")
+            entry = from_dict(Published, item, f"entries[{i}]")
         except ConfigError as err:
             raise ConfigError(f"{path}:{line}: {err}") from None
         entry.line = line

@@ -110,8 +110,10 @@ class RunRecord:
     best: Optional[Dict[str, Any]] = _f("the evaluation of the best epoch (same keys as `final`)",
                                         when="runs that trained")
     epochs: Optional[int] = _f("epochs completed", when="runs that trained")
-    history: Optional[List[Dict[str, Any]]] = _f("one row per epoch: `epoch`, `lr`, `train_acc`, losses, test "
-                                                 "metrics when evaluated", when="runs that trained")
+    history: Optional[List[Dict[str, Any]]] = _f("one row per epoch: `epoch`, `lr`, `train_acc`, mean losses "
+                                                 "(`loss`, `loss_<term>`), test metrics when evaluated; epoch 1's "
+                                                 "row also `first_loss`, the first step's loss",
+                                                 when="runs that trained")
     wall_time_s: Optional[float] = _f("wall-clock seconds of the cell", when="runs that trained")
     train_time_s: Optional[float] = _f("seconds spent training", when="runs that trained")
     images_per_s: Optional[float] = _f("training throughput", when="runs that trained")

@@ -139,7 +139,7 @@ def test_config_dir_is_the_repository_configs_folder():
 PUBLIC_API = ["ConfigError", "TrainRecipe", "DatasetEntry", "Pair", "SuiteConfig", "CONFIG_DIR", "SuiteLoader",
               "load_suite", "list_suites", "apply_overrides", "parse_override", "yaml_load", "validate_suite",
               "validate_names_exist", "check_device", "check_data", "dataset_options", "effective_method_params",
-              "method_names", "check_root", "resolve_suite_path", "_from_dict"]
+              "method_names", "check_root", "resolve_suite_path"]
 
 
 def test_the_package_keeps_the_modules_api():

@@ -28,7 +28,6 @@ from .suites import CONFIG_DIR, list_suites, load_suite, resolve_suite_path
 from .validation import validate_names_exist, validate_suite
 from .yaml_io import SuiteLoader, yaml_load
 
-_from_dict = from_dict  # the name benchmark/published.py imports (kept for it)
 
 __all__ = [
     "ConfigError", "TrainRecipe", "DatasetEntry", "Pair", "SuiteConfig", "CONFIG_DIR", "SuiteLoader",
