@@ -12,7 +12,6 @@ the floor that ``|x - mean| <= k * sd + floor`` needs to admit them all, for the
 metric: every other-thread run's |x - x_seed| against the reference run of the same seed (the floor it needs).
 """
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmark.check import run_label  # noqa: E402
+from benchmark.record import RunRecord  # noqa: E402
 from benchmark.verdict import gate_values, split_label  # noqa: E402
 
 
@@ -28,8 +28,8 @@ def load_runs(out: Path) -> Dict[str, Dict[int, Dict[str, float]]]:
     ``out/runs/*.json`` (finished runs only)."""
     runs: Dict[str, Dict[int, Dict[str, float]]] = {}
     for path in sorted(Path(out, "runs").glob("*.json")):
-        rec = json.loads(path.read_text())
-        if rec.get("status") == "ok":
+        rec = RunRecord.load(path)
+        if rec.ok:
             setting, seed = split_label(run_label(rec))
             runs.setdefault(setting, {})[seed] = gate_values(rec)
     return runs
