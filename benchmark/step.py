@@ -14,13 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from methods import Outputs
-from methods.base import DEFAULT_NEEDS, NEEDS, check_loss_terms
+from methods.base import DEFAULT_NEEDS, FIELD_NEEDS, NEEDS, check_loss_terms
 
 from .models import forward_outputs
 
 __all__ = ["DistillStep", "frozen_outputs", "needs_of"]
 
-_MAP_NEEDS = ("feature_maps", "preact_maps")
 
 
 def needs_of(methods: Iterable[nn.Module]) -> FrozenSet[str]:
@@ -61,7 +60,7 @@ class DistillStep(nn.Module):
         self.method = method
         self._teacher = [teacher]  # not a submodule: no grads, no DDP broadcast, not in the checkpoint
         self.needs = needs_of([method])
-        self._map_needs = [k for k in _MAP_NEEDS if k in self.needs]
+        self._map_needs = sorted(FIELD_NEEDS & self.needs)  # feature_maps, then preact_maps
 
     @property
     def needs_index(self) -> bool:

@@ -10,12 +10,15 @@ from typing import FrozenSet, List, Optional
 
 from torch import Tensor
 
-__all__ = ["Outputs", "NEEDS", "DEFAULT_NEEDS"]
+__all__ = ["Outputs", "NEEDS", "DEFAULT_NEEDS", "FIELD_NEEDS"]
 
 #: What a method may declare in ``Method.needs``: network outputs (``logits``, pooled ``features``, the
 #: levels' ``feature_maps`` / ``preact_maps``, see :class:`Outputs`) and the batch's dataset row ``index``.
 NEEDS: FrozenSet[str] = frozenset({"logits", "features", "feature_maps", "preact_maps", "index"})
 DEFAULT_NEEDS: FrozenSet[str] = frozenset({"logits", "features"})
+#: Needs that fill the :class:`Outputs` field of the same name (the stage maps: an extra forward pass);
+#: a field not declared stays None.
+FIELD_NEEDS: FrozenSet[str] = frozenset({"feature_maps", "preact_maps"})
 
 
 @dataclass

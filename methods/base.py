@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ltkd_core.errors import unknown_name
-from ltkd_core.outputs import DEFAULT_NEEDS, NEEDS, Outputs
+from ltkd_core.outputs import DEFAULT_NEEDS, FIELD_NEEDS, NEEDS, Outputs
 
 __all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup", "NEEDS", "DEFAULT_NEEDS",
            "EPOCH_KINDS", "Need", "ALWAYS_FILLED", "FIELD_NEEDS", "KEYWORD_NEEDS", "filled_fields", "forward_keywords",
@@ -25,11 +25,10 @@ __all__ = ["Outputs", "MethodContext", "Method", "as_target", "linear_warmup", "
 #: One entry of ``Method.needs`` (one of ``NEEDS``), for type checkers.
 Need = Literal["logits", "features", "feature_maps", "preact_maps", "index"]
 # What ``forward(student, teacher, target, epoch)`` receives for a method's ``needs`` (student and teacher alike;
-# the three sets below partition ``NEEDS``):
+# these three sets partition ``NEEDS``):
 #: :class:`Outputs` fields filled for every method, whatever it declares (both come from one forward pass).
 ALWAYS_FILLED: FrozenSet[str] = frozenset({"logits", "features"})
-#: Needs that fill the :class:`Outputs` field of the same name; a field the method did not declare is None.
-FIELD_NEEDS: FrozenSet[str] = frozenset({"feature_maps", "preact_maps"})
+# FIELD_NEEDS (ltkd_core.outputs): needs that fill the :class:`Outputs` field of the same name, else None.
 #: Needs passed to ``forward`` as the keyword argument of the same name (``index=``: (B,) int64 dataset rows).
 KEYWORD_NEEDS: FrozenSet[str] = frozenset({"index"})
 

@@ -12,14 +12,12 @@ import timm
 import torch
 import torch.nn as nn
 
-from ltkd_core.outputs import DEFAULT_NEEDS, NEEDS, Outputs
+from ltkd_core.outputs import DEFAULT_NEEDS, FIELD_NEEDS, NEEDS, Outputs
 
 from ..errors import close_matches
 
 __all__ = ["forward_with_features", "forward_outputs", "map_shapes", "feature_dim", "create_model", "list_zoo",
            "ZOO_MODULES"]
-
-_MAP_NEEDS = frozenset({"feature_maps", "preact_maps"})
 
 # modules (last component of the module name, as timm records it) that make up our zoo
 ZOO_MODULES = ("cifar_cnn", "cifar_resnet", "cifar_wrn", "cifar_vgg", "cifar_mobilenetv2", "cifar_shufflenet")
@@ -93,7 +91,7 @@ def forward_outputs(model: nn.Module, x: torch.Tensor, needs: AbstractSet[str] =
     unknown = set(needs) - NEEDS
     if unknown:
         raise ValueError(f"forward_outputs: unknown needs {sorted(unknown)}; allowed: {sorted(NEEDS)}")
-    if not _MAP_NEEDS & set(needs):
+    if not FIELD_NEEDS & set(needs):
         logits, feats = forward_with_features(model, x)
         return Outputs(logits, feats)
     base = _unwrap(model)
