@@ -235,9 +235,10 @@ def judge_run(label: str, rec: RunRecord, reference: Dict[str, Any]) -> Verdict:
 
 def _means(recs: Sequence[RunRecord], metrics: Sequence[str]) -> Dict[str, float]:
     """Per metric, the mean over ``recs`` of their gate values (a metric any run lacks is left out)."""
+    values = [gate_values(r) for r in recs]
     means = {}
     for m in metrics:
-        vals = [gate_values(r).get(m) for r in recs]
+        vals = [v.get(m) for v in values]
         if vals and all(v is not None for v in vals):
             means[m] = statistics.fmean(vals)
     return means
